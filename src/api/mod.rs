@@ -1,0 +1,103 @@
+//! The HTTP API (axum). In this version: liveness and readiness probes.
+//!
+//! - `GET /healthz`: 200 while the process runs, with the database state
+//!   the master currently believes (`up` or `down`).
+//! - `GET /readyz`: 200 when the database answers within one second and
+//!   its schema is at the version this build expects; 503 otherwise, with
+//!   the reason.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::store::migrate::{expected_version, schema_version};
+use crate::store::{Budget, Store};
+
+/// How long `/readyz` waits for the database.
+const READY_PROBE_BUDGET: Duration = Duration::from_secs(1);
+
+/// State shared by the handlers. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    inner: Arc<ApiInner>,
+}
+
+struct ApiInner {
+    store: Store,
+    master_name: String,
+    /// Set once start-up migrations have been applied by this process.
+    migrated: AtomicBool,
+}
+
+impl ApiState {
+    /// State for a master called `master_name` using `store`.
+    pub fn new(store: Store, master_name: String) -> ApiState {
+        ApiState {
+            inner: Arc::new(ApiInner {
+                store,
+                master_name,
+                migrated: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Records that start-up migrations are done.
+    pub fn set_migrated(&self) {
+        self.inner.migrated.store(true, Ordering::Release);
+    }
+}
+
+/// The router with every route of the API.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<ApiState>) -> Response {
+    let health = state.inner.store.health().snapshot();
+    (
+        StatusCode::OK,
+        Json(json!({
+            "status": "alive",
+            "master": state.inner.master_name,
+            "database": if health.down { "down" } else { "up" },
+        })),
+    )
+        .into_response()
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    let not_ready = |reason: String| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Json(json!({ "status": "not ready", "reason": reason })),
+        )
+            .into_response()
+    };
+    if !state.inner.migrated.load(Ordering::Acquire) {
+        return not_ready("start-up migrations have not completed yet".to_owned());
+    }
+    let expected = expected_version();
+    match schema_version(&state.inner.store, Budget::For(READY_PROBE_BUDGET)).await {
+        Ok(Some(version)) if version == expected => (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "schema_version": version })),
+        )
+            .into_response(),
+        Ok(Some(version)) => not_ready(format!(
+            "database schema is at version {version}, this master expects {expected}"
+        )),
+        Ok(None) => not_ready("database has not been migrated".to_owned()),
+        Err(error) => not_ready(error.to_string()),
+    }
+}

@@ -1,0 +1,118 @@
+//! Command-line interface: flags, subcommands and their help texts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// buildmaster — a continuous-integration build master whose scheduler
+/// state and build history live in PostgreSQL.
+///
+/// Without a database URL, `up` and `migrate` run an embedded PostgreSQL
+/// from this machine's binaries in ./.buildmaster (see [embedded] data_dir).
+#[derive(Debug, Parser)]
+#[command(name = "buildmaster", version, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (TOML). Default: ./buildmaster.toml when it exists.
+    #[arg(long, short = 'c', global = true, env = "BUILDMASTER_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on standard error. Levels come from RUST_LOG (default: info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per event.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the master until SIGINT or SIGTERM: migrate the database,
+    /// register and heartbeat this master, serve HTTP.
+    Up(UpArgs),
+    /// Apply pending migrations and the published views, print what was
+    /// applied, and exit.
+    Migrate(MigrateArgs),
+}
+
+/// Where the database is.
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection string: a URL
+    /// (postgresql://user:pass@host:port/db?target_session_attrs=read-write)
+    /// or key=value pairs ("host=a,b dbname=ci"). Default: DATABASE_URL,
+    /// then [database] url, then the embedded server.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+/// Flags of `up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Database location.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Address for the HTTP server (overrides [http] listen; default 127.0.0.1:8010).
+    #[arg(long, env = "BUILDMASTER_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// State directory of the embedded database (overrides [embedded] data_dir).
+    #[arg(long, env = "BUILDMASTER_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Flags of `migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Database location.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Seconds to wait for the database to become reachable before giving up.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub wait: f64,
+
+    /// State directory of the embedded database (overrides [embedded] data_dir).
+    #[arg(long, env = "BUILDMASTER_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if value.is_finite() && value > 0.0 && value < 1e7 {
+        Ok(value)
+    } else {
+        Err(format!("must be a positive number of seconds, got {text}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_negative_wait_is_refused() {
+        let err = Cli::try_parse_from(["buildmaster", "migrate", "--wait", "-3"]).unwrap_err();
+        assert!(err.to_string().contains("positive"), "{err}");
+    }
+}
