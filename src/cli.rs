@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn a_negative_wait_is_refused() {
-        let err = Cli::try_parse_from(["buildmaster", "migrate", "--wait", "-3"]).unwrap_err();
+        let err = Cli::try_parse_from(["buildmaster", "migrate", "--wait=-3"]).unwrap_err();
         assert!(err.to_string().contains("positive"), "{err}");
     }
 }

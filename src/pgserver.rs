@@ -510,6 +510,45 @@ impl Cluster {
         Ok(pid)
     }
 
+    /// Starts a detached watchdog that stops this server (immediate mode)
+    /// and deletes `remove` once process `pid` has exited, however it
+    /// exits. The test harness uses it so that no server outlives a test
+    /// run, even one killed with SIGKILL.
+    ///
+    /// Fails when the watchdog cannot be spawned.
+    pub fn stop_when_process_exits(&self, pid: u32, remove: &Path) -> Result<(), PgServerError> {
+        let script = format!(
+            "while [ -d /proc/{pid} ]; do sleep 0.5; done; \
+             '{pg_ctl}' stop -D '{data}' -m immediate >/dev/null 2>&1; rm -rf '{remove}'",
+            pg_ctl = self.binaries.bin("pg_ctl").display(),
+            data = self.data_dir.display(),
+            remove = remove.display(),
+        );
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(script);
+        if let Some(user) = &self.run_as {
+            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw()).current_dir("/");
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(io_err("spawning the server watchdog"))?;
+        Ok(())
+    }
+
+    /// Sends SIGKILL to process `pid` (a backend of this server).
+    ///
+    /// Fails when the signal cannot be sent.
+    pub fn kill_process(&self, pid: i32) -> Result<(), PgServerError> {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+            .map_err(|errno| PgServerError::Io {
+                what: format!("killing process {pid}"),
+                source: errno.into(),
+            })
+    }
+
     /// The last `lines` lines of the server log.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = fs::read_to_string(&self.log_file).unwrap_or_default();

@@ -121,8 +121,9 @@ pub enum StoreError {
         /// The last failure, as text.
         last_error: String,
     },
-    /// A failure that retrying cannot fix (constraint, syntax, permission).
-    #[error("{op} failed: {source}")]
+    /// A failure that retrying cannot fix (constraint, syntax, permission,
+    /// bad credentials).
+    #[error("{op} failed: {}", error_chain(.source))]
     Database {
         /// The unit of work.
         op: &'static str,
@@ -155,6 +156,10 @@ impl StoreError {
         matches!(self, StoreError::Unavailable { .. })
     }
 }
+
+/// The shortest time an attempt is given, even at the end of a budget:
+/// enough to open a connection on a healthy local network.
+const MIN_LAST_ATTEMPT: Duration = Duration::from_millis(50);
 
 /// Cheap-to-clone handle on the connection pool and the outage tracker.
 #[derive(Clone)]
@@ -322,7 +327,9 @@ impl Store {
         loop {
             attempt += 1;
             let limit = match deadline {
-                Some(deadline) => attempt_timeout.min(deadline.saturating_duration_since(Instant::now())),
+                Some(deadline) => attempt_timeout
+                    .min(deadline.saturating_duration_since(Instant::now()))
+                    .max(MIN_LAST_ATTEMPT),
                 None => attempt_timeout,
             };
             // The connection lives outside the timed future so that a timed-out
@@ -345,7 +352,7 @@ impl Store {
                     if failure == Failure::Permanent {
                         return Err(StoreError::Database { op, source: error });
                     }
-                    (failure, error.to_string())
+                    (failure, error_chain(&error))
                 }
                 Ok(Err(AttemptError::Pool(error))) => {
                     let failure = classify_pool(&error);
@@ -369,9 +376,12 @@ impl Store {
                 }
                 self.health.connection_failed(op, &message);
             }
-            let delay = delays.next().unwrap_or(self.retry.max_delay);
+            let mut delay = delays.next().unwrap_or(self.retry.max_delay);
             if let Some(deadline) = deadline {
-                if Instant::now() + delay >= deadline {
+                // Use the whole budget: the last wait is cut short so that a
+                // final attempt runs right at the deadline.
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining < MIN_LAST_ATTEMPT {
                     return Err(StoreError::Unavailable {
                         op,
                         waited: started.elapsed(),
@@ -379,6 +389,7 @@ impl Store {
                         last_error: message,
                     });
                 }
+                delay = delay.min(remaining - MIN_LAST_ATTEMPT);
             }
             self.health.retried();
             tracing::debug!(op, attempt, delay_ms = delay.as_millis() as u64, error = %message, "retrying unit of work");
@@ -408,7 +419,11 @@ async fn attempt_once<T, F>(
 where
     F: for<'t> FnMut(&'t Tx<'t>) -> WorkFuture<'t, T>,
 {
-    let object = pool.get().await.map_err(AttemptError::Pool)?;
+    let object = pool.get().await.map_err(|error| match error {
+        // A failure to connect is the driver's error: classify it as such.
+        deadpool_postgres::PoolError::Backend(error) => AttemptError::Pg(error),
+        other => AttemptError::Pool(other),
+    })?;
     let client = held.insert(object);
     let tx = client.transaction().await.map_err(AttemptError::Pg)?;
     let value = work(&tx).await.map_err(|error| match error {
@@ -417,4 +432,21 @@ where
     })?;
     tx.commit().await.map_err(AttemptError::Pg)?;
     Ok(value)
+}
+
+/// An error and its sources on one line ("db error: ERROR: relation ...").
+/// tokio-postgres puts the server's message in the source, not in the
+/// error's own text.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let more = inner.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = inner.source();
+    }
+    text
 }

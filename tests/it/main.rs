@@ -1,1 +1,11 @@
+//! Integration tests, one binary, a module per capability. Every test talks
+//! to a real PostgreSQL server started by `support` from this machine's
+//! binaries.
 
+mod support;
+
+mod cli;
+mod master_up;
+mod schema;
+mod store_restarts;
+mod store_unit;

@@ -1,0 +1,322 @@
+//! The test harness: real PostgreSQL servers started from this machine's
+//! binaries (no mocks, no Docker).
+//!
+//! - [`shared_server`]: one server per test run, with a template database
+//!   migrated once; [`TestDb::new`] copies it for each test, so tests run in
+//!   parallel without seeing each other.
+//! - [`DedicatedServer`]: a server of a test's own, which the test may
+//!   restart, stop, crash and start again.
+//!
+//! Every server is stopped and its directory removed when the test process
+//! exits, however it exits (see `Cluster::stop_when_process_exits`).
+//! Binaries are found by `PgBinaries::locate` (`BUILDMASTER_PG_BINDIR`,
+//! `pg_config --bindir`, `/usr/lib/postgresql/*/bin`); when none are found
+//! the tests fail with a message that says how to install them.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use buildmaster::pgserver::{Cluster, ClusterOptions, PgBinaries, StopMode};
+use buildmaster::store::migrate::migrate;
+use buildmaster::store::{Budget, Store, StoreOptions, connection_config};
+
+pub const SUPERUSER: &str = "bmtest";
+pub const PASSWORD: &str = "bmtest-password";
+const TEMPLATE: &str = "bm_template";
+
+/// Settings that make a throwaway server fast without weakening what the
+/// tests check: fsync only matters when the machine itself crashes, and
+/// synchronous_commit stays on so an acknowledged commit survives kill -9.
+fn test_settings() -> Vec<(String, String)> {
+    [
+        ("fsync", "off"),
+        ("full_page_writes", "off"),
+        ("max_connections", "200"),
+        ("log_timezone", "UTC"),
+        ("log_line_prefix", "'%m [%p] '"),
+        ("shared_buffers", "32MB"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+fn binaries() -> PgBinaries {
+    match PgBinaries::locate() {
+        Ok(binaries) => binaries,
+        Err(error) => panic!("the tests need a PostgreSQL server: {error}"),
+    }
+}
+
+/// Makes a directory for a server under the system temp dir.
+fn server_dir(prefix: &str) -> PathBuf {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("creating a temporary directory for a test server");
+    dir.keep()
+}
+
+fn new_cluster(prefix: &str) -> (Cluster, PathBuf) {
+    let dir = server_dir(prefix);
+    let cluster = Cluster::open(
+        binaries(),
+        &dir.join("data"),
+        &dir,
+        ClusterOptions {
+            superuser: SUPERUSER.to_owned(),
+            password: PASSWORD.to_owned(),
+            settings: test_settings(),
+        },
+    )
+    .unwrap_or_else(|e| panic!("initialising a test server in {}: {e}", dir.display()));
+    cluster
+        .stop_when_process_exits(std::process::id(), &dir)
+        .expect("starting the server watchdog");
+    (cluster, dir)
+}
+
+/// A store with short timeouts, pointed at `url`.
+pub fn store_for(url: &str) -> Store {
+    let options = test_store_options();
+    let config = connection_config(url, &options).expect("test URL");
+    Store::new(config, &options).expect("test store")
+}
+
+pub fn test_store_options() -> StoreOptions {
+    StoreOptions {
+        pool_size: 8,
+        connect_timeout: Duration::from_secs(3),
+        attempt_timeout: Duration::from_secs(10),
+        ..StoreOptions::default()
+    }
+}
+
+/// Runs `body` on a fresh runtime in another thread (for set-up work that
+/// happens inside a `OnceLock` initialiser, itself inside a test runtime).
+fn block_on_fresh_runtime<T: Send + 'static>(
+    body: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(body)
+    })
+    .join()
+    .expect("set-up thread panicked")
+}
+
+/// Connects once as the superuser and runs `sql`.
+pub async fn admin_execute(url: &str, sql: &str) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("admin connection: {e}"));
+    let task = tokio::spawn(connection);
+    client
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    drop(client);
+    let _ = task.await;
+}
+
+/// A direct client (no pool, no retry), for audits.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting for an audit: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+pub struct SharedServer {
+    cluster: Cluster,
+    next_db: AtomicU32,
+}
+
+/// The server shared by the tests of this run, with its template database.
+pub fn shared_server() -> &'static SharedServer {
+    static SHARED: OnceLock<SharedServer> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let (mut cluster, _dir) = new_cluster("bm-shared-");
+        cluster
+            .start(0)
+            .unwrap_or_else(|e| panic!("starting the shared test server: {e}"));
+        let admin = cluster.url("postgres");
+        let template_url = cluster.url(TEMPLATE);
+        block_on_fresh_runtime(async move {
+            admin_execute(&admin, &format!("CREATE DATABASE {TEMPLATE}")).await;
+            let store = store_for(&template_url);
+            migrate(&store, Budget::For(Duration::from_secs(60)))
+                .await
+                .unwrap_or_else(|e| panic!("migrating the template database: {e}"));
+            store.close();
+        });
+        SharedServer {
+            cluster,
+            next_db: AtomicU32::new(0),
+        }
+    })
+}
+
+/// A database of one test's own, copied from the migrated template.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let server = shared_server();
+        let n = server.next_db.fetch_add(1, Ordering::Relaxed);
+        let name = format!("t{}_{}", std::process::id(), n);
+        admin_execute(
+            &server.cluster.url("postgres"),
+            &format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}"),
+        )
+        .await;
+        TestDb {
+            url: server.cluster.url(&name),
+            name,
+        }
+    }
+
+    /// An empty, unmigrated database on the shared server.
+    pub async fn empty() -> TestDb {
+        let server = shared_server();
+        let n = server.next_db.fetch_add(1, Ordering::Relaxed);
+        let name = format!("e{}_{}", std::process::id(), n);
+        admin_execute(&server.cluster.url("postgres"), &format!("CREATE DATABASE {name}")).await;
+        TestDb {
+            url: server.cluster.url(&name),
+            name,
+        }
+    }
+
+    pub fn store(&self) -> Store {
+        store_for(&self.url)
+    }
+
+    pub fn server_url(&self, dbname: &str) -> String {
+        shared_server().cluster.url(dbname)
+    }
+}
+
+/// A server a test owns: it may restart, stop, crash and start it again.
+/// Database `buildmaster` on it is migrated.
+pub struct DedicatedServer {
+    cluster: Arc<Mutex<Cluster>>,
+    dir: PathBuf,
+    url: String,
+    pub port: u16,
+}
+
+impl DedicatedServer {
+    pub async fn start() -> DedicatedServer {
+        let (cluster, dir) = tokio::task::spawn_blocking(|| {
+            let (mut cluster, dir) = new_cluster("bm-own-");
+            cluster
+                .start(0)
+                .unwrap_or_else(|e| panic!("starting a dedicated test server: {e}"));
+            (cluster, dir)
+        })
+        .await
+        .expect("server start task");
+        admin_execute(&cluster.url("postgres"), "CREATE DATABASE buildmaster").await;
+        let url = cluster.url("buildmaster");
+        let store = store_for(&url);
+        migrate(&store, Budget::For(Duration::from_secs(60)))
+            .await
+            .unwrap_or_else(|e| panic!("migrating the dedicated server: {e}"));
+        store.close();
+        DedicatedServer {
+            port: cluster.port(),
+            cluster: Arc::new(Mutex::new(cluster)),
+            dir,
+            url,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    async fn with_cluster<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&mut Cluster) -> Result<T, buildmaster::pgserver::PgServerError> + Send + 'static,
+    ) -> T {
+        let cluster = self.cluster.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = cluster.lock().expect("cluster lock");
+            f(&mut guard).unwrap_or_else(|e| panic!("{what}: {e}\n{}", guard.log_tail(20)))
+        })
+        .await
+        .expect("server control task")
+    }
+
+    pub async fn restart(&self, mode: StopMode) {
+        self.with_cluster("restarting the server", move |c| c.restart(mode))
+            .await
+    }
+
+    pub async fn stop(&self, mode: StopMode) {
+        self.with_cluster("stopping the server", move |c| c.stop(mode))
+            .await
+    }
+
+    pub async fn start_again(&self) {
+        self.with_cluster("starting the server again", |c| c.start_again())
+            .await
+    }
+
+    pub async fn kill_postmaster(&self) {
+        self.with_cluster("killing the postmaster", |c| c.kill_postmaster().map(|_| ()))
+            .await;
+    }
+
+    pub async fn kill_backend(&self, pid: i32) {
+        self.with_cluster("killing a backend", move |c| c.kill_process(pid))
+            .await
+    }
+
+    /// When the server last said it was ready to accept connections, from
+    /// its log (millisecond timestamps in UTC).
+    pub async fn last_ready_at(&self) -> Option<SystemTime> {
+        let log = self
+            .with_cluster("reading the server log", |c| Ok(std::fs::read_to_string(c.log_file()).unwrap_or_default()))
+            .await;
+        log.lines()
+            .filter(|l| l.contains("database system is ready to accept connections"))
+            .next_back()
+            .and_then(|line| {
+                let stamp = line.get(..23)?;
+                let naive = chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S%.3f").ok()?;
+                Some(SystemTime::from(naive.and_utc()))
+            })
+    }
+}
+
+impl Drop for DedicatedServer {
+    fn drop(&mut self) {
+        if let Ok(cluster) = self.cluster.lock() {
+            let _ = cluster.stop(StopMode::Immediate);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    buildmaster::pgserver::free_port().expect("free port")
+}
