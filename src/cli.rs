@@ -14,7 +14,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "buildmaster", version, propagate_version = true)]
 pub struct Cli {
     /// Configuration file (TOML). Default: ./buildmaster.toml when it exists.
-    #[arg(long, short = 'c', global = true, env = "BUILDMASTER_CONFIG", value_name = "PATH")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "BUILDMASTER_CONFIG",
+        value_name = "PATH"
+    )]
     pub config: Option<PathBuf>,
 
     /// Log format on standard error. Levels come from RUST_LOG (default: info).

@@ -108,9 +108,10 @@ impl EmbeddedDb {
     ///
     /// Fails when the server cannot be reached or refuses.
     pub async fn ensure_database(&self) -> anyhow::Result<()> {
-        let (client, connection) = tokio_postgres::connect(&self.admin_url(), tokio_postgres::NoTls)
-            .await
-            .context("connecting to the embedded PostgreSQL")?;
+        let (client, connection) =
+            tokio_postgres::connect(&self.admin_url(), tokio_postgres::NoTls)
+                .await
+                .context("connecting to the embedded PostgreSQL")?;
         let task = tokio::spawn(connection);
         let exists = client
             .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DATABASE])
@@ -152,8 +153,9 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<Flock<File>> {
              [embedded] data_dir or a --database-url",
             data_dir.display()
         ),
-        Err((_, errno)) => Err(std::io::Error::from(errno))
-            .with_context(|| format!("locking {}", path.display())),
+        Err((_, errno)) => {
+            Err(std::io::Error::from(errno)).with_context(|| format!("locking {}", path.display()))
+        }
     }
 }
 

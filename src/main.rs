@@ -18,7 +18,10 @@ use buildmaster::telemetry;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -81,7 +84,10 @@ async fn migrate_command(settings: &mut Settings, args: MigrateArgs) -> anyhow::
     }
     let report = result.with_context(|| format!("migrating {target}"))?;
     if report.applied.is_empty() {
-        println!("schema already at version {}; no migration applied", report.version);
+        println!(
+            "schema already at version {}; no migration applied",
+            report.version
+        );
     } else {
         for (version, name) in &report.applied {
             println!("applied migration V{version}__{name}");

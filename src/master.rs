@@ -200,7 +200,11 @@ async fn run_master(
     for (version, migration) in &report.applied {
         tracing::info!(version, name = %migration, "migration applied");
     }
-    tracing::info!(schema_version = report.version, views = report.views.len(), "database schema ready");
+    tracing::info!(
+        schema_version = report.version,
+        views = report.views.len(),
+        "database schema ready"
+    );
     api_state.set_migrated();
 
     let registration = tokio::select! {

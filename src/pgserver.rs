@@ -111,7 +111,7 @@ impl PgBinaries {
                     Some((version, e.path().join("bin")))
                 })
                 .collect();
-            versions.sort_by(|a, b| b.0.cmp(&a.0));
+            versions.sort_by_key(|v| std::cmp::Reverse(v.0));
             candidates.extend(versions.into_iter().map(|(_, p)| p));
         }
         candidates.push(PathBuf::from("/usr/local/pgsql/bin"));
@@ -314,7 +314,14 @@ impl Cluster {
             .arg(&self.options.superuser)
             .arg("--pwfile")
             .arg(&pwfile)
-            .args(["--auth", "scram-sha-256", "--encoding", "UTF8", "--locale", "C"]);
+            .args([
+                "--auth",
+                "scram-sha-256",
+                "--encoding",
+                "UTF8",
+                "--locale",
+                "C",
+            ]);
         let result = run(cmd, "initdb");
         let _ = fs::remove_file(&pwfile);
         result.map(|_| ())
@@ -424,13 +431,19 @@ impl Cluster {
             .arg(server_opts)
             // Keep terminal signals (Ctrl-C) away from the server.
             .process_group(0);
-        run(cmd, "starting PostgreSQL").map(|_| ()).map_err(|e| match e {
-            PgServerError::Command { what, detail } => PgServerError::Command {
-                what,
-                detail: format!("{detail}\n--- end of {} ---\n{}", self.log_file.display(), self.log_tail(15)),
-            },
-            other => other,
-        })
+        run(cmd, "starting PostgreSQL")
+            .map(|_| ())
+            .map_err(|e| match e {
+                PgServerError::Command { what, detail } => PgServerError::Command {
+                    what,
+                    detail: format!(
+                        "{detail}\n--- end of {} ---\n{}",
+                        self.log_file.display(),
+                        self.log_tail(15)
+                    ),
+                },
+                other => other,
+            })
     }
 
     /// Waits until the server accepts connections (`pg_isready`).
@@ -493,15 +506,20 @@ impl Cluster {
     ///
     /// Fails when no postmaster is running.
     pub fn kill_postmaster(&self) -> Result<i32, PgServerError> {
-        let pid = self.postmaster_pid().ok_or_else(|| PgServerError::Command {
-            what: "killing the postmaster".to_owned(),
-            detail: "no postmaster is running".to_owned(),
-        })?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
-            .map_err(|errno| PgServerError::Io {
-                what: format!("killing postmaster {pid}"),
-                source: errno.into(),
+        let pid = self
+            .postmaster_pid()
+            .ok_or_else(|| PgServerError::Command {
+                what: "killing the postmaster".to_owned(),
+                detail: "no postmaster is running".to_owned(),
             })?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .map_err(|errno| PgServerError::Io {
+            what: format!("killing postmaster {pid}"),
+            source: errno.into(),
+        })?;
         // Wait for it to be gone so that "stopped" is true when we return.
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.postmaster_pid().is_some() && Instant::now() < deadline {
@@ -527,7 +545,9 @@ impl Cluster {
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(script);
         if let Some(user) = &self.run_as {
-            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw()).current_dir("/");
+            cmd.uid(user.uid.as_raw())
+                .gid(user.gid.as_raw())
+                .current_dir("/");
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -542,11 +562,14 @@ impl Cluster {
     ///
     /// Fails when the signal cannot be sent.
     pub fn kill_process(&self, pid: i32) -> Result<(), PgServerError> {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
-            .map_err(|errno| PgServerError::Io {
-                what: format!("killing process {pid}"),
-                source: errno.into(),
-            })
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .map_err(|errno| PgServerError::Io {
+            what: format!("killing process {pid}"),
+            source: errno.into(),
+        })
     }
 
     /// The last `lines` lines of the server log.

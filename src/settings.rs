@@ -178,7 +178,9 @@ impl Settings {
     /// Fails like [`Settings::load`].
     pub fn parse(text: &str, path: Option<&Path>) -> Result<Settings, SettingsError> {
         let settings: Settings = toml::from_str(text).map_err(|e| SettingsError::Parse {
-            path: path.map(Path::to_owned).unwrap_or_else(|| PathBuf::from("<text>")),
+            path: path
+                .map(Path::to_owned)
+                .unwrap_or_else(|| PathBuf::from("<text>")),
             message: e.to_string().trim_end().to_owned(),
         })?;
         settings.validate(path)?;
@@ -195,21 +197,42 @@ impl Settings {
             problem,
         };
         let positive = [
-            ("database.connect_timeout_s", self.database.connect_timeout_s),
-            ("database.statement_timeout_s", self.database.statement_timeout_s),
-            ("database.request_deadline_s", self.database.request_deadline_s),
-            ("database.tcp_user_timeout_s", self.database.tcp_user_timeout_s),
-            ("master.heartbeat_interval_s", self.master.heartbeat_interval_s),
+            (
+                "database.connect_timeout_s",
+                self.database.connect_timeout_s,
+            ),
+            (
+                "database.statement_timeout_s",
+                self.database.statement_timeout_s,
+            ),
+            (
+                "database.request_deadline_s",
+                self.database.request_deadline_s,
+            ),
+            (
+                "database.tcp_user_timeout_s",
+                self.database.tcp_user_timeout_s,
+            ),
+            (
+                "master.heartbeat_interval_s",
+                self.master.heartbeat_interval_s,
+            ),
         ];
         for (key, value) in positive {
             if !(value.is_finite() && value > 0.0 && value < 1e7) {
-                return Err(invalid(key, format!("must be a positive number of seconds, got {value}")));
+                return Err(invalid(
+                    key,
+                    format!("must be a positive number of seconds, got {value}"),
+                ));
             }
         }
         if self.database.pool_size == 0 || self.database.pool_size > 1000 {
             return Err(invalid(
                 "database.pool_size",
-                format!("must be between 1 and 1000, got {}", self.database.pool_size),
+                format!(
+                    "must be between 1 and 1000, got {}",
+                    self.database.pool_size
+                ),
             ));
         }
         if let Some(name) = &self.master.name {
@@ -219,7 +242,10 @@ impl Settings {
         }
         if let Some(url) = &self.database.url {
             if let Err(e) = url.parse::<tokio_postgres::Config>() {
-                return Err(invalid("database.url", format!("is not a valid connection string: {e}")));
+                return Err(invalid(
+                    "database.url",
+                    format!("is not a valid connection string: {e}"),
+                ));
             }
         }
         Ok(())
@@ -275,9 +301,12 @@ mod tests {
 
     #[test]
     fn an_unknown_key_is_named_with_its_file_and_line() {
-        let err = Settings::parse("[http]\nlisten = \"127.0.0.1:9000\"\nlisen = 1\n", Some(Path::new("bm.toml")))
-            .unwrap_err()
-            .to_string();
+        let err = Settings::parse(
+            "[http]\nlisten = \"127.0.0.1:9000\"\nlisen = 1\n",
+            Some(Path::new("bm.toml")),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("bm.toml"), "{err}");
         assert!(err.contains("lisen"), "{err}");
         assert!(err.contains("line 3"), "{err}");
@@ -285,9 +314,12 @@ mod tests {
 
     #[test]
     fn a_wrong_type_is_named() {
-        let err = Settings::parse("[database]\npool_size = \"many\"\n", Some(Path::new("x.toml")))
-            .unwrap_err()
-            .to_string();
+        let err = Settings::parse(
+            "[database]\npool_size = \"many\"\n",
+            Some(Path::new("x.toml")),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("pool_size") || err.contains("line 2"), "{err}");
         assert!(err.contains("x.toml"), "{err}");
     }
@@ -295,8 +327,12 @@ mod tests {
     #[test]
     fn out_of_range_values_are_refused() {
         let err = Settings::parse("[master]\nheartbeat_interval_s = 0\n", None).unwrap_err();
-        assert!(err.to_string().contains("master.heartbeat_interval_s"), "{err}");
-        let err = Settings::parse("[database]\nurl = \"postgres://a:b@h:notaport/db\"\n", None).unwrap_err();
+        assert!(
+            err.to_string().contains("master.heartbeat_interval_s"),
+            "{err}"
+        );
+        let err = Settings::parse("[database]\nurl = \"postgres://a:b@h:notaport/db\"\n", None)
+            .unwrap_err();
         assert!(err.to_string().contains("database.url"), "{err}");
     }
 

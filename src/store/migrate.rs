@@ -60,7 +60,10 @@ pub fn expected_version() -> u32 {
 fn runner() -> Runner {
     let mut runner = embedded::migrations::runner();
     runner.set_migration_table_name(HISTORY_TABLE);
-    runner.set_grouped(true).set_abort_divergent(true).set_abort_missing(true)
+    runner
+        .set_grouped(true)
+        .set_abort_divergent(true)
+        .set_abort_missing(true)
 }
 
 /// Applies pending migrations and re-applies the views, retrying while the
@@ -158,7 +161,6 @@ struct RefineryTx<'a, 't> {
     last_error: Option<tokio_postgres::Error>,
 }
 
-
 #[async_trait::async_trait]
 impl AsyncTransaction for RefineryTx<'_, '_> {
     type Error = MigrationDbError;
@@ -190,13 +192,22 @@ impl AsyncQuery<Vec<Migration>> for RefineryTx<'_, '_> {
         for row in rows {
             let applied_on: String = row.get(2);
             let applied_on = OffsetDateTime::parse(&applied_on, &Rfc3339).map_err(|e| {
-                MigrationDbError(format!("history table holds a bad date {applied_on:?}: {e}"))
+                MigrationDbError(format!(
+                    "history table holds a bad date {applied_on:?}: {e}"
+                ))
             })?;
             let checksum: String = row.get(3);
             let checksum = checksum.parse::<u64>().map_err(|e| {
-                MigrationDbError(format!("history table holds a bad checksum {checksum:?}: {e}"))
+                MigrationDbError(format!(
+                    "history table holds a bad checksum {checksum:?}: {e}"
+                ))
             })?;
-            applied.push(Migration::applied(row.get(0), row.get(1), applied_on, checksum));
+            applied.push(Migration::applied(
+                row.get(0),
+                row.get(1),
+                applied_on,
+                checksum,
+            ));
         }
         Ok(applied)
     }

@@ -296,7 +296,12 @@ impl Store {
     ///
     /// Fails with [`StoreError::Unavailable`] when the budget runs out, and
     /// with [`StoreError::Database`] at once on any other error.
-    pub async fn unit<T, F>(&self, op: &'static str, budget: Budget, work: F) -> Result<T, StoreError>
+    pub async fn unit<T, F>(
+        &self,
+        op: &'static str,
+        budget: Budget,
+        work: F,
+    ) -> Result<T, StoreError>
     where
         T: Send,
         F: for<'t> FnMut(&'t Tx<'t>) -> WorkFuture<'t, T> + Send,
@@ -336,9 +341,10 @@ impl Store {
             // attempt can evict it instead of returning a wedged one to the pool.
             let mut held: Option<Object> = None;
             let span = tracing::debug_span!("unit", op, attempt);
-            let outcome = tokio::time::timeout(limit, attempt_once(&self.pool, &mut held, &mut work))
-                .instrument(span)
-                .await;
+            let outcome =
+                tokio::time::timeout(limit, attempt_once(&self.pool, &mut held, &mut work))
+                    .instrument(span)
+                    .await;
             let (failure, message) = match outcome {
                 Ok(Ok(value)) => {
                     self.health.succeeded();

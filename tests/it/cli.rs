@@ -20,8 +20,15 @@ async fn migrate_applies_the_schema_once_and_then_reports_nothing_to_do() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&first.stdout);
-    assert!(first.status.success(), "{stdout}{}", String::from_utf8_lossy(&first.stderr));
-    assert!(stdout.contains("applied migration V1__private_schema"), "{stdout}");
+    assert!(
+        first.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        stdout.contains("applied migration V1__private_schema"),
+        "{stdout}"
+    );
 
     let second = buildmaster()
         .args(["migrate"])
@@ -44,7 +51,10 @@ async fn migrate_gives_up_with_a_clear_message_when_the_database_is_unreachable(
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("database unavailable"), "{stderr}");
-    assert!(stderr.contains("127.0.0.1"), "the message should say which server: {stderr}");
+    assert!(
+        stderr.contains("127.0.0.1"),
+        "the message should say which server: {stderr}"
+    );
     assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
     assert!(started.elapsed().as_secs() < 10);
 }
@@ -59,14 +69,21 @@ async fn migrate_reports_bad_credentials_at_once() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("password authentication failed"), "{stderr}");
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn a_config_file_with_an_unknown_key_is_refused_with_its_name_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("buildmaster.toml");
-    std::fs::write(&path, "[http]\nlisten = \"127.0.0.1:0\"\n\n[master]\nheartbeat_secs = 5\n").unwrap();
+    std::fs::write(
+        &path,
+        "[http]\nlisten = \"127.0.0.1:0\"\n\n[master]\nheartbeat_secs = 5\n",
+    )
+    .unwrap();
     let out = buildmaster()
         .args(["up", "--config"])
         .arg(&path)
@@ -81,7 +98,10 @@ fn a_config_file_with_an_unknown_key_is_refused_with_its_name_and_line() {
 
 #[test]
 fn a_bad_flag_value_is_refused_with_usage() {
-    let out = buildmaster().args(["up", "--listen", "not-an-address"]).output().unwrap();
+    let out = buildmaster()
+        .args(["up", "--listen", "not-an-address"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("--listen"), "{stderr}");
@@ -93,6 +113,9 @@ fn help_lists_the_subcommands() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     for word in ["up", "migrate", "--config", "--log-format"] {
-        assert!(stdout.contains(word), "--help does not mention {word}: {stdout}");
+        assert!(
+            stdout.contains(word),
+            "--help does not mention {word}: {stdout}"
+        );
     }
 }

@@ -33,7 +33,12 @@ fn process_gone(pid: i32, limit: Duration) -> bool {
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
         let alive = match state {
             None => false,
-            Some(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+            Some(stat) => !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z'),
         };
         if !alive {
             return true;
@@ -53,7 +58,12 @@ fn http() -> reqwest::Client {
 }
 
 async fn status(client: &reqwest::Client, url: &str) -> Option<u16> {
-    client.get(url).send().await.ok().map(|r| r.status().as_u16())
+    client
+        .get(url)
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
 }
 
 async fn wait_for_status(client: &reqwest::Client, url: &str, want: u16, limit: Duration) {
@@ -75,7 +85,12 @@ fn interrupt_and_wait(mut child: Child) -> (std::process::ExitStatus, String) {
         if let Some(status) = child.try_wait().unwrap() {
             let mut stderr = String::new();
             use std::io::Read;
-            child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
             return (status, stderr);
         }
         if Instant::now() > deadline {
@@ -93,8 +108,20 @@ async fn up_without_a_url_runs_an_embedded_database_and_stops_it_on_ctrl_c() {
     let listen = format!("127.0.0.1:{port}");
     let child = spawn_up(cwd.path(), &["--listen", &listen]);
     let client = http();
-    wait_for_status(&client, &format!("http://{listen}/healthz"), 200, Duration::from_secs(60)).await;
-    wait_for_status(&client, &format!("http://{listen}/readyz"), 200, Duration::from_secs(30)).await;
+    wait_for_status(
+        &client,
+        &format!("http://{listen}/healthz"),
+        200,
+        Duration::from_secs(60),
+    )
+    .await;
+    wait_for_status(
+        &client,
+        &format!("http://{listen}/readyz"),
+        200,
+        Duration::from_secs(30),
+    )
+    .await;
 
     let data_dir = cwd.path().join(".buildmaster/postgres");
     let pid_file = data_dir.join("postmaster.pid");
@@ -200,20 +227,34 @@ async fn up_stays_alive_through_database_restarts_and_resumes_its_heartbeat() {
 
     probe_stop.cancel();
     let (ok, failed) = probe.await.unwrap();
-    assert_eq!(failed, 0, "/healthz failed {failed} times out of {}", ok + failed);
+    assert_eq!(
+        failed,
+        0,
+        "/healthz failed {failed} times out of {}",
+        ok + failed
+    );
     assert!(ok > 20, "too few /healthz probes ran: {ok}");
 
     let (status, stderr) = tokio::task::spawn_blocking(move || interrupt_and_wait(child))
         .await
         .unwrap();
     assert!(status.success(), "exit status {status}\n{stderr}");
-    assert!(stderr.contains("database unreachable"), "the outage start was not logged:\n{stderr}");
-    assert!(stderr.contains("database reachable again after"), "the outage end was not logged:\n{stderr}");
+    assert!(
+        stderr.contains("database unreachable"),
+        "the outage start was not logged:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("database reachable again after"),
+        "the outage end was not logged:\n{stderr}"
+    );
     let row = audit
         .query_one("SELECT active, stopped_at IS NOT NULL FROM buildmaster_private.masters WHERE name = 'it-up'", &[])
         .await
         .unwrap();
-    assert!(!row.get::<_, bool>(0) && row.get::<_, bool>(1), "the master was not marked stopped");
+    assert!(
+        !row.get::<_, bool>(0) && row.get::<_, bool>(1),
+        "the master was not marked stopped"
+    );
     println!(
         "up: /healthz answered {ok} probes through two restarts and a stop, none failed; \
          /readyz ready {} ms after the server started",

@@ -21,7 +21,10 @@ async fn fixtures(client: &tokio_postgres::Client) -> (i64, i64, i64) {
         .unwrap()
         .get(0);
     let builder: i64 = client
-        .query_one("INSERT INTO buildmaster_private.builders (name) VALUES ('unit') RETURNING id", &[])
+        .query_one(
+            "INSERT INTO buildmaster_private.builders (name) VALUES ('unit') RETURNING id",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -39,7 +42,11 @@ async fn fixtures(client: &tokio_postgres::Client) -> (i64, i64, i64) {
 
 fn assert_check_violation(result: Result<u64, tokio_postgres::Error>, what: &str) {
     let error = result.expect_err(what);
-    assert_eq!(error.code(), Some(&SqlState::CHECK_VIOLATION), "{what}: {error}");
+    assert_eq!(
+        error.code(),
+        Some(&SqlState::CHECK_VIOLATION),
+        "{what}: {error}"
+    );
 }
 
 #[tokio::test]
@@ -55,27 +62,97 @@ async fn build_request_states_require_their_columns() {
     let none_res: Option<i16> = None;
     let now = Some(chrono::Utc::now());
     assert_check_violation(
-        client.execute(insert, &[&buildset, &builder, &"claimed", &none_i64, &none_ts, &none_ts, &none_res]).await,
+        client
+            .execute(
+                insert,
+                &[
+                    &buildset, &builder, &"claimed", &none_i64, &none_ts, &none_ts, &none_res,
+                ],
+            )
+            .await,
         "a claimed request without an owner",
     );
     assert_check_violation(
-        client.execute(insert, &[&buildset, &builder, &"completed", &none_i64, &now, &none_ts, &none_res]).await,
+        client
+            .execute(
+                insert,
+                &[
+                    &buildset,
+                    &builder,
+                    &"completed",
+                    &none_i64,
+                    &now,
+                    &none_ts,
+                    &none_res,
+                ],
+            )
+            .await,
         "a completed request without completion time and results",
     );
     assert_check_violation(
-        client.execute(insert, &[&buildset, &builder, &"pending", &Some(master), &now, &none_ts, &none_res]).await,
+        client
+            .execute(
+                insert,
+                &[
+                    &buildset,
+                    &builder,
+                    &"pending",
+                    &Some(master),
+                    &now,
+                    &none_ts,
+                    &none_res,
+                ],
+            )
+            .await,
         "a pending request with an owner",
     );
     assert_check_violation(
-        client.execute(insert, &[&buildset, &builder, &"cancelled", &none_i64, &none_ts, &now, &Some(0i16)]).await,
+        client
+            .execute(
+                insert,
+                &[
+                    &buildset,
+                    &builder,
+                    &"cancelled",
+                    &none_i64,
+                    &none_ts,
+                    &now,
+                    &Some(0i16),
+                ],
+            )
+            .await,
         "a cancelled request whose result is not 'cancelled'",
     );
     assert_check_violation(
-        client.execute(insert, &[&buildset, &builder, &"exploded", &none_i64, &none_ts, &none_ts, &none_res]).await,
+        client
+            .execute(
+                insert,
+                &[
+                    &buildset,
+                    &builder,
+                    &"exploded",
+                    &none_i64,
+                    &none_ts,
+                    &none_ts,
+                    &none_res,
+                ],
+            )
+            .await,
         "an unknown state",
     );
     client
-        .execute(insert, &[&buildset, &builder, &"claimed", &Some(master), &now, &none_ts, &none_res])
+        .execute(
+            insert,
+            &[
+                &buildset,
+                &builder,
+                &"claimed",
+                &Some(master),
+                &now,
+                &none_ts,
+                &none_res,
+            ],
+        )
         .await
         .expect("a well-formed claimed request");
 }
@@ -96,8 +173,15 @@ async fn build_numbers_are_unique_per_builder_and_log_chunks_per_first_line() {
     let insert_build = "INSERT INTO buildmaster_private.builds
                           (build_uuid, builder_id, number, build_request_id, master_id, started_at)
                         VALUES (gen_random_uuid(), $1, 1, $2, $3, now()) RETURNING id";
-    let build: i64 = client.query_one(insert_build, &[&builder, &request, &master]).await.unwrap().get(0);
-    let error = client.query_one(insert_build, &[&builder, &request, &master]).await.unwrap_err();
+    let build: i64 = client
+        .query_one(insert_build, &[&builder, &request, &master])
+        .await
+        .unwrap()
+        .get(0);
+    let error = client
+        .query_one(insert_build, &[&builder, &request, &master])
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), Some(&SqlState::UNIQUE_VIOLATION), "{error}");
 
     let step: i64 = client
@@ -116,10 +200,15 @@ async fn build_numbers_are_unique_per_builder_and_log_chunks_per_first_line() {
         .await
         .unwrap()
         .get(0);
-    let append = "INSERT INTO buildmaster_private.log_chunks (log_id, first_line, last_line, content)
+    let append =
+        "INSERT INTO buildmaster_private.log_chunks (log_id, first_line, last_line, content)
                   VALUES ($1, 0, 1, 'ohello\noworld') ON CONFLICT DO NOTHING";
     assert_eq!(client.execute(append, &[&log]).await.unwrap(), 1);
-    assert_eq!(client.execute(append, &[&log]).await.unwrap(), 0, "a retried append must be a no-op");
+    assert_eq!(
+        client.execute(append, &[&log]).await.unwrap(),
+        0,
+        "a retried append must be a no-op"
+    );
     assert_check_violation(
         client
             .execute(
@@ -143,7 +232,11 @@ async fn concurrent_migrations_of_one_database_apply_it_once() {
     );
     let reports = [a.unwrap(), b.unwrap(), c.unwrap()];
     let applied: usize = reports.iter().map(|r| r.applied.len()).sum();
-    assert_eq!(applied, expected_version() as usize, "each migration applied exactly once");
+    assert_eq!(
+        applied,
+        expected_version() as usize,
+        "each migration applied exactly once"
+    );
     for report in &reports {
         assert_eq!(report.version, expected_version());
     }
@@ -174,7 +267,10 @@ async fn the_reader_role_exists_and_sees_nothing_private() {
     assert!(!row.get::<_, bool>(3), "no USAGE on buildmaster_private");
     assert!(!row.get::<_, bool>(4), "no CREATE on buildmaster_v1");
     let public_tables: i64 = client
-        .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);

@@ -45,7 +45,8 @@ impl Load {
         let stop = CancellationToken::new();
         let writers = (0..WRITERS)
             .map(|writer| {
-                let (store, acks, errors, stop) = (store.clone(), acks.clone(), errors.clone(), stop.clone());
+                let (store, acks, errors, stop) =
+                    (store.clone(), acks.clone(), errors.clone(), stop.clone());
                 tokio::spawn(async move {
                     let mut n = 0u64;
                     while !stop.is_cancelled() {
@@ -60,7 +61,10 @@ impl Load {
                             source: "test".to_owned(),
                             ..NewChange::default()
                         };
-                        match store.change_insert(&change, Budget::For(WRITE_BUDGET)).await {
+                        match store
+                            .change_insert(&change, Budget::For(WRITE_BUDGET))
+                            .await
+                        {
                             Ok(inserted) => acks.lock().unwrap().push(Ack {
                                 uuid: change.change_uuid,
                                 id: inserted.id,
@@ -88,7 +92,15 @@ impl Load {
     /// Waits for the first write acknowledged after `t`.
     async fn first_ack_after(&self, t: SystemTime) -> SystemTime {
         for _ in 0..600 {
-            if let Some(at) = self.acks.lock().unwrap().iter().map(|a| a.at).filter(|at| *at > t).min() {
+            if let Some(at) = self
+                .acks
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|a| a.at)
+                .filter(|at| *at > t)
+                .min()
+            {
                 return at;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -112,7 +124,10 @@ impl Load {
 async fn audit(url: &str, acks: &[Ack]) {
     let client = connect(url).await;
     let rows = client
-        .query("SELECT change_uuid, id FROM buildmaster_private.changes", &[])
+        .query(
+            "SELECT change_uuid, id FROM buildmaster_private.changes",
+            &[],
+        )
         .await
         .expect("audit query");
     let mut stored: HashMap<Uuid, Vec<i64>> = HashMap::new();
@@ -129,14 +144,25 @@ async fn audit(url: &str, acks: &[Ack]) {
         }
     }
     assert_eq!(lost, 0, "{lost} acknowledged writes are missing");
-    assert_eq!(wrong, 0, "{wrong} acknowledged writes are duplicated or stored under another id");
-    assert_eq!(rows.len(), acks.len(), "rows stored that no writer was told about");
+    assert_eq!(
+        wrong, 0,
+        "{wrong} acknowledged writes are duplicated or stored under another id"
+    );
+    assert_eq!(
+        rows.len(),
+        acks.len(),
+        "rows stored that no writer was told about"
+    );
     let files: i64 = client
         .query_one("SELECT count(*) FROM buildmaster_private.change_files", &[])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(files as usize, acks.len(), "each change has exactly one file");
+    assert_eq!(
+        files as usize,
+        acks.len(),
+        "each change has exactly one file"
+    );
 }
 
 /// Runs the load, applies `disrupt`, checks the outcome, prints recovery.
@@ -150,7 +176,10 @@ where
     let load = Load::start(store.clone());
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = load.acked();
-    assert!(before >= 20, "the load is not running: {before} writes in 1 s");
+    assert!(
+        before >= 20,
+        "the load is not running: {before} writes in 1 s"
+    );
 
     let disrupted_at = SystemTime::now();
     disrupt(server.clone()).await;
@@ -164,7 +193,12 @@ where
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (acks, errors) = load.finish().await;
-    assert!(errors.is_empty(), "{} writes failed, first: {}", errors.len(), errors[0]);
+    assert!(
+        errors.is_empty(),
+        "{} writes failed, first: {}",
+        errors.len(),
+        errors[0]
+    );
     audit(server.url(), &acks).await;
     let health = store.health().snapshot();
     println!(
@@ -175,7 +209,10 @@ where
         health.retries,
         health.outage_seconds
     );
-    assert!(health.outages >= 1, "the store never noticed the disruption");
+    assert!(
+        health.outages >= 1,
+        "the store never noticed the disruption"
+    );
     assert!(
         recovery < Duration::from_secs(2),
         "writes resumed {recovery:?} after the server was ready"
@@ -244,7 +281,10 @@ async fn writes_survive_a_fifteen_second_stop() {
 async fn wait_until_accepting(server: &DedicatedServer) {
     tokio::time::sleep(Duration::from_millis(100)).await;
     for _ in 0..300 {
-        if tokio_postgres::connect(server.url(), tokio_postgres::NoTls).await.is_ok() {
+        if tokio_postgres::connect(server.url(), tokio_postgres::NoTls)
+            .await
+            .is_ok()
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

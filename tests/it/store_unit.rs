@@ -29,14 +29,30 @@ async fn an_unreachable_database_gives_unavailable_after_the_budget() {
         .unwrap_err();
     let waited = started.elapsed();
     assert!(error.is_unavailable(), "{error}");
-    assert!(waited >= Duration::from_millis(400), "gave up too early: {waited:?}");
-    assert!(waited < Duration::from_secs(2), "overran its budget: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(400),
+        "gave up too early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(2),
+        "overran its budget: {waited:?}"
+    );
     let text = error.to_string();
-    assert!(text.contains("probe") && text.contains("attempts"), "{text}");
-    assert!(!text.contains("secret-password"), "the password leaked: {text}");
+    assert!(
+        text.contains("probe") && text.contains("attempts"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("secret-password"),
+        "the password leaked: {text}"
+    );
     let health = store.health().snapshot();
     assert!(health.down, "the outage was not recorded");
-    assert!(health.retries >= 3, "expected several retries, saw {}", health.retries);
+    assert!(
+        health.retries >= 3,
+        "expected several retries, saw {}",
+        health.retries
+    );
 }
 
 #[tokio::test]
@@ -68,23 +84,30 @@ async fn a_rejection_rolls_back_and_is_not_retried() {
     let store = db.store();
     let uuid = Uuid::new_v4();
     let error = store
-        .unit("reject_after_write", Budget::For(Duration::from_secs(10)), move |tx| {
-            Box::pin(async move {
-                tx.execute(
-                    "INSERT INTO buildmaster_private.changes (change_uuid, author, when_at)
+        .unit(
+            "reject_after_write",
+            Budget::For(Duration::from_secs(10)),
+            move |tx| {
+                Box::pin(async move {
+                    tx.execute(
+                        "INSERT INTO buildmaster_private.changes (change_uuid, author, when_at)
                      VALUES ($1, 'a', now())",
-                    &[&uuid],
-                )
-                .await?;
-                Err::<(), _>(WorkError::Rejected("changed my mind".to_owned()))
-            })
-        })
+                        &[&uuid],
+                    )
+                    .await?;
+                    Err::<(), _>(WorkError::Rejected("changed my mind".to_owned()))
+                })
+            },
+        )
         .await
         .unwrap_err();
     assert!(error.to_string().contains("changed my mind"), "{error}");
     let client = crate::support::connect(&db.url).await;
     let count: i64 = client
-        .query_one("SELECT count(*) FROM buildmaster_private.changes WHERE change_uuid = $1", &[&uuid])
+        .query_one(
+            "SELECT count(*) FROM buildmaster_private.changes WHERE change_uuid = $1",
+            &[&uuid],
+        )
         .await
         .unwrap()
         .get(0);
@@ -99,19 +122,23 @@ async fn a_serialization_failure_is_retried_until_it_commits() {
     let counter = attempts.clone();
     // The first two attempts raise SQLSTATE 40001 themselves; the third commits.
     let value = store
-        .unit("conflicting", Budget::For(Duration::from_secs(10)), move |tx| {
-            let counter = counter.clone();
-            Box::pin(async move {
-                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-                if n < 3 {
-                    tx.batch_execute(
+        .unit(
+            "conflicting",
+            Budget::For(Duration::from_secs(10)),
+            move |tx| {
+                let counter = counter.clone();
+                Box::pin(async move {
+                    let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                    if n < 3 {
+                        tx.batch_execute(
                         "DO $$ BEGIN RAISE EXCEPTION 'lost a race' USING ERRCODE = '40001'; END $$",
                     )
                     .await?;
-                }
-                Ok(n)
-            })
-        })
+                    }
+                    Ok(n)
+                })
+            },
+        )
         .await
         .unwrap();
     assert_eq!(value, 3);
@@ -141,7 +168,10 @@ async fn inserting_the_same_change_twice_records_it_once() {
     assert_eq!(first.id, second.id);
     let client = crate::support::connect(&db.url).await;
     let files: i64 = client
-        .query_one("SELECT count(*) FROM buildmaster_private.change_files WHERE change_id = $1", &[&first.id])
+        .query_one(
+            "SELECT count(*) FROM buildmaster_private.change_files WHERE change_id = $1",
+            &[&first.id],
+        )
         .await
         .unwrap()
         .get(0);

@@ -192,7 +192,11 @@ impl TestDb {
         let server = shared_server();
         let n = server.next_db.fetch_add(1, Ordering::Relaxed);
         let name = format!("e{}_{}", std::process::id(), n);
-        admin_execute(&server.cluster.url("postgres"), &format!("CREATE DATABASE {name}")).await;
+        admin_execute(
+            &server.cluster.url("postgres"),
+            &format!("CREATE DATABASE {name}"),
+        )
+        .await;
         TestDb {
             url: server.cluster.url(&name),
             name,
@@ -281,8 +285,10 @@ impl DedicatedServer {
     }
 
     pub async fn kill_postmaster(&self) {
-        self.with_cluster("killing the postmaster", |c| c.kill_postmaster().map(|_| ()))
-            .await;
+        self.with_cluster("killing the postmaster", |c| {
+            c.kill_postmaster().map(|_| ())
+        })
+        .await;
     }
 
     pub async fn kill_backend(&self, pid: i32) {
@@ -294,14 +300,16 @@ impl DedicatedServer {
     /// its log (millisecond timestamps in UTC).
     pub async fn last_ready_at(&self) -> Option<SystemTime> {
         let log = self
-            .with_cluster("reading the server log", |c| Ok(std::fs::read_to_string(c.log_file()).unwrap_or_default()))
+            .with_cluster("reading the server log", |c| {
+                Ok(std::fs::read_to_string(c.log_file()).unwrap_or_default())
+            })
             .await;
         log.lines()
-            .filter(|l| l.contains("database system is ready to accept connections"))
-            .next_back()
+            .rfind(|l| l.contains("database system is ready to accept connections"))
             .and_then(|line| {
                 let stamp = line.get(..23)?;
-                let naive = chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S%.3f").ok()?;
+                let naive =
+                    chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S%.3f").ok()?;
                 Some(SystemTime::from(naive.and_utc()))
             })
     }
