@@ -49,7 +49,28 @@ pub enum Command {
     Up(UpArgs),
     /// Apply pending migrations and the published views, print what was
     /// applied, and exit.
-    Migrate(MigrateArgs),
+    Migrate(OneShotArgs),
+    /// The published views (schema buildmaster_v1): check a database
+    /// against this release's snapshot, or generate the snapshot and the
+    /// reference documentation.
+    #[command(subcommand)]
+    Contract(ContractCommand),
+}
+
+/// `contract` subcommands. Without a database URL they use the embedded
+/// database, migrated first.
+#[derive(Debug, Subcommand)]
+pub enum ContractCommand {
+    /// Compare the views of a live database with the snapshot this release
+    /// was built with; print every difference and exit non-zero on drift.
+    /// Run it after `buildmaster migrate` when upgrading.
+    Check(OneShotArgs),
+    /// Print the reference documentation (Markdown) generated from the
+    /// views' comments; the repository keeps it in views/README.md.
+    Docs(OneShotArgs),
+    /// Print the contract snapshot of a database; the repository keeps it in
+    /// views/contract.snapshot. Updating that file is a deliberate act.
+    Snapshot(OneShotArgs),
 }
 
 /// Where the database is.
@@ -79,9 +100,10 @@ pub struct UpArgs {
     pub data_dir: Option<PathBuf>,
 }
 
-/// Flags of `migrate`.
+/// Flags of the one-shot commands (`migrate`, `contract ...`): where the
+/// database is and how long to wait for it.
 #[derive(Debug, Args)]
-pub struct MigrateArgs {
+pub struct OneShotArgs {
     /// Database location.
     #[command(flatten)]
     pub database: DatabaseArgs,

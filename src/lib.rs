@@ -11,6 +11,8 @@
 //! - [`maintenance`]: background upkeep: the master heartbeat.
 //! - [`store`]: the only module with SQL: the pool, the retrying unit of
 //!   work, outage tracking, migrations, one file per table family.
+//! - [`contract`]: the published views as a frozen snapshot, drift check and
+//!   generated reference documentation.
 //! - [`embedded`]: the local PostgreSQL `up` runs when no URL is given.
 //! - [`pgserver`]: initdb/start/stop/kill of a PostgreSQL server from the
 //!   machine's binaries (embedded database and test harness).
@@ -22,6 +24,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod contract;
 pub mod embedded;
 pub mod maintenance;
 pub mod master;

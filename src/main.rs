@@ -7,13 +7,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use buildmaster::cli::{Cli, Command, MigrateArgs, UpArgs};
+use buildmaster::cli::{Cli, Command, ContractCommand, OneShotArgs, UpArgs};
 use buildmaster::embedded::EmbeddedDb;
 use buildmaster::master::{DatabaseSource, Master};
 use buildmaster::settings::Settings;
 use buildmaster::store::migrate::migrate;
 use buildmaster::store::{Budget, Store, connection_config, describe};
-use buildmaster::telemetry;
+use buildmaster::{contract, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -45,6 +45,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up(&mut settings, args).await,
         Command::Migrate(args) => migrate_command(&mut settings, args).await,
+        Command::Contract(command) => contract_command(&mut settings, command).await,
     }
 }
 
@@ -60,28 +61,60 @@ async fn up(settings: &mut Settings, args: UpArgs) -> anyhow::Result<()> {
     master.run_until_stopped(shutdown_signal()).await
 }
 
-async fn migrate_command(settings: &mut Settings, args: MigrateArgs) -> anyhow::Result<()> {
-    if let Some(dir) = args.data_dir {
-        settings.embedded.data_dir = dir;
-    }
-    let (url, embedded) = match DatabaseSource::choose(args.database.database_url, settings) {
-        DatabaseSource::Url(url) => (url, None),
-        DatabaseSource::Embedded(dir) => {
-            let db = tokio::task::spawn_blocking(move || EmbeddedDb::start(&dir)).await??;
-            db.ensure_database().await?;
-            (db.url(), Some(db))
+/// A database opened for a one-shot command: a URL, or the embedded server
+/// started for the command's duration.
+struct OneShotDb {
+    store: Store,
+    target: String,
+    embedded: Option<EmbeddedDb>,
+}
+
+impl OneShotDb {
+    async fn open(
+        settings: &mut Settings,
+        url: Option<String>,
+        data_dir: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<OneShotDb> {
+        if let Some(dir) = data_dir {
+            settings.embedded.data_dir = dir;
         }
-    };
-    let options = settings.store_options();
-    let config = connection_config(&url, &options).context("invalid database URL")?;
-    let target = describe(&config);
-    let store = Store::new(config, &options)?;
-    let wait = Duration::from_secs_f64(args.wait);
-    let result = migrate(&store, Budget::For(wait)).await;
-    store.close();
-    if let Some(db) = embedded {
-        tokio::task::spawn_blocking(move || db.stop()).await??;
+        let (url, embedded) = match DatabaseSource::choose(url, settings) {
+            DatabaseSource::Url(url) => (url, None),
+            DatabaseSource::Embedded(dir) => {
+                let db = tokio::task::spawn_blocking(move || EmbeddedDb::start(&dir)).await??;
+                if let Err(error) = db.ensure_database().await {
+                    let _ = tokio::task::spawn_blocking(move || db.stop()).await;
+                    return Err(error);
+                }
+                (db.url(), Some(db))
+            }
+        };
+        let options = settings.store_options();
+        let config = connection_config(&url, &options).context("invalid database URL")?;
+        let target = describe(&config);
+        let store = Store::new(config, &options)?;
+        Ok(OneShotDb {
+            store,
+            target,
+            embedded,
+        })
     }
+
+    async fn close(self) -> anyhow::Result<()> {
+        self.store.close();
+        if let Some(db) = self.embedded {
+            tokio::task::spawn_blocking(move || db.stop()).await??;
+        }
+        Ok(())
+    }
+}
+
+async fn migrate_command(settings: &mut Settings, args: OneShotArgs) -> anyhow::Result<()> {
+    let db = OneShotDb::open(settings, args.database.database_url, args.data_dir).await?;
+    let wait = Duration::from_secs_f64(args.wait);
+    let result = migrate(&db.store, Budget::For(wait)).await;
+    let target = db.target.clone();
+    db.close().await?;
     let report = result.with_context(|| format!("migrating {target}"))?;
     if report.applied.is_empty() {
         println!(
@@ -97,6 +130,51 @@ async fn migrate_command(settings: &mut Settings, args: MigrateArgs) -> anyhow::
     println!("views applied: {}", report.views.len());
     for view in &report.views {
         println!("  {view}");
+    }
+    Ok(())
+}
+
+async fn contract_command(settings: &mut Settings, command: ContractCommand) -> anyhow::Result<()> {
+    let (args, action) = match command {
+        ContractCommand::Check(args) => (args, "check"),
+        ContractCommand::Docs(args) => (args, "docs"),
+        ContractCommand::Snapshot(args) => (args, "snapshot"),
+    };
+    let db = OneShotDb::open(settings, args.database.database_url, args.data_dir).await?;
+    let budget = Budget::For(Duration::from_secs_f64(args.wait));
+    let result = async {
+        if db.embedded.is_some() {
+            migrate(&db.store, budget).await?;
+        }
+        db.store.contract_read(contract::SCHEMA, budget).await
+    }
+    .await;
+    let target = db.target.clone();
+    db.close().await?;
+    let (views, intruders) =
+        result.with_context(|| format!("reading the views of {} in {target}", contract::SCHEMA))?;
+    match action {
+        "docs" => print!("{}", contract::render_docs(&views)),
+        "snapshot" => print!("{}", contract::render_snapshot(&views)),
+        _ => {
+            let problems = contract::check(contract::SNAPSHOT, &views, &intruders);
+            if !problems.is_empty() {
+                for problem in &problems {
+                    println!("{problem}");
+                }
+                anyhow::bail!(
+                    "{} of {target} differs from the contract of this release ({} problems above)",
+                    contract::SCHEMA,
+                    problems.len()
+                );
+            }
+            println!(
+                "{} of {target} matches the contract of this release: {} views, {} columns",
+                contract::SCHEMA,
+                views.len(),
+                views.iter().map(|v| v.columns.len()).sum::<usize>()
+            );
+        }
     }
     Ok(())
 }

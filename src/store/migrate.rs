@@ -34,7 +34,34 @@ const MIGRATION_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The published view files, in the order they are created. A test checks
 /// that this list and the folder agree.
-pub const VIEW_FILES: &[(&str, &str)] = &[];
+pub const VIEW_FILES: &[(&str, &str)] = &[
+    (
+        "build_requests.sql",
+        include_str!("../../views/build_requests.sql"),
+    ),
+    (
+        "builder_daily_stats.sql",
+        include_str!("../../views/builder_daily_stats.sql"),
+    ),
+    (
+        "builder_status.sql",
+        include_str!("../../views/builder_status.sql"),
+    ),
+    ("builders.sql", include_str!("../../views/builders.sql")),
+    ("builds.sql", include_str!("../../views/builds.sql")),
+    ("buildsets.sql", include_str!("../../views/buildsets.sql")),
+    (
+        "change_files.sql",
+        include_str!("../../views/change_files.sql"),
+    ),
+    ("changes.sql", include_str!("../../views/changes.sql")),
+    ("log_lines.sql", include_str!("../../views/log_lines.sql")),
+    ("logs.sql", include_str!("../../views/logs.sql")),
+    ("masters.sql", include_str!("../../views/masters.sql")),
+    ("schedulers.sql", include_str!("../../views/schedulers.sql")),
+    ("steps.sql", include_str!("../../views/steps.sql")),
+    ("workers.sql", include_str!("../../views/workers.sql")),
+];
 
 /// What an upgrade did.
 #[derive(Debug, Clone, Default)]
@@ -76,12 +103,16 @@ pub async fn migrate(store: &Store, budget: Budget) -> Result<MigrationReport, S
     let report = store
         .unit_timed("schema_migrate", budget, MIGRATION_ATTEMPT_TIMEOUT, |tx| {
             Box::pin(async move {
-                tx.batch_execute("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0")
-                    .await?;
+                tx.batch_execute(
+                    "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0; \
+                     SET LOCAL client_min_messages = warning",
+                )
+                .await?;
                 tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
                     .await?;
                 tx.batch_execute("CREATE SCHEMA IF NOT EXISTS buildmaster_private")
                     .await?;
+                drop_published_views(tx).await?;
                 let mut adapter = RefineryTx {
                     tx,
                     last_error: None,
@@ -144,13 +175,117 @@ pub async fn schema_version(store: &Store, budget: Budget) -> Result<Option<u32>
         .await
 }
 
+/// Drops every view of `buildmaster_v1`, without CASCADE: a view of
+/// someone else's that depends on a published view makes this fail with
+/// PostgreSQL's error naming the dependant, and the upgrade is rolled back.
+async fn drop_published_views(tx: &Tx<'_>) -> Result<(), tokio_postgres::Error> {
+    let rows = tx
+        .query(
+            "SELECT c.relname FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'buildmaster_v1' AND c.relkind = 'v'",
+            &[],
+        )
+        .await?;
+    for row in rows {
+        let name: String = row.get(0);
+        tx.batch_execute(&format!(
+            "DROP VIEW IF EXISTS buildmaster_v1.{} RESTRICT",
+            quote_ident(&name)
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// Creates the published views from `views/` and sets their owner, grants
+/// and the database-wide restrictions the reader role relies on.
 async fn apply_views(tx: &Tx<'_>) -> Result<Vec<String>, tokio_postgres::Error> {
     let mut applied = Vec::with_capacity(VIEW_FILES.len());
     for (name, sql) in VIEW_FILES {
         tx.batch_execute(sql).await?;
         applied.push((*name).to_owned());
     }
+    tx.batch_execute(VIEW_PRIVILEGES).await?;
     Ok(applied)
+}
+
+/// Ownership and grants of the published views, re-applied with them.
+const VIEW_PRIVILEGES: &str = r#"
+GRANT USAGE ON SCHEMA buildmaster_private TO buildmaster_views;
+GRANT SELECT ON ALL TABLES IN SCHEMA buildmaster_private TO buildmaster_views;
+DO $owner$
+DECLARE
+    v record;
+BEGIN
+    FOR v IN SELECT c.relname FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'buildmaster_v1' AND c.relkind = 'v'
+    LOOP
+        EXECUTE format('ALTER VIEW buildmaster_v1.%I OWNER TO buildmaster_views', v.relname);
+    END LOOP;
+END
+$owner$;
+REVOKE ALL ON ALL TABLES IN SCHEMA buildmaster_v1 FROM PUBLIC;
+GRANT SELECT ON ALL TABLES IN SCHEMA buildmaster_v1 TO buildmaster_reader;
+REVOKE ALL ON SCHEMA buildmaster_v1 FROM PUBLIC;
+GRANT USAGE ON SCHEMA buildmaster_v1 TO buildmaster_reader;
+-- Readers get no temporary tables and no place to create objects. Only the
+-- database's owner (or a superuser) may change that; otherwise say so.
+DO $restrict$
+BEGIN
+    IF pg_has_role(current_user, (SELECT datdba FROM pg_catalog.pg_database
+                                   WHERE datname = current_database()), 'USAGE')
+       OR (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+        EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
+        REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+    ELSE
+        RAISE WARNING 'buildmaster: not the owner of database %, so PUBLIC keeps TEMPORARY on it; '
+                      'run REVOKE TEMPORARY ON DATABASE % FROM PUBLIC as its owner',
+                      current_database(), current_database();
+    END IF;
+END
+$restrict$;
+"#;
+
+/// Quotes an SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Runs `sql` the way a migration runs: in one transaction under the
+/// migration lock, with the published views dropped before and recreated
+/// after, so that a storage change (`ALTER COLUMN ... TYPE`, a table split)
+/// never needs `DROP ... CASCADE` on a published view. Used to rehearse
+/// storage changes under a populated database.
+///
+/// Fails when the budget runs out or any statement fails (nothing is
+/// changed then).
+pub async fn apply_storage_change(
+    store: &Store,
+    budget: Budget,
+    sql: &str,
+) -> Result<Vec<String>, StoreError> {
+    let views = store
+        .unit_timed(
+            "schema_storage_change",
+            budget,
+            MIGRATION_ATTEMPT_TIMEOUT,
+            |tx| {
+                let sql = sql.to_owned();
+                Box::pin(async move {
+                    tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
+                    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
+                        .await?;
+                    drop_published_views(tx).await?;
+                    tx.batch_execute(&sql).await?;
+                    Ok(apply_views(tx).await?)
+                })
+            },
+        )
+        .await?;
+    store.clear_statement_caches();
+    Ok(views)
 }
 
 /// Lets refinery run inside our transaction instead of opening its own.

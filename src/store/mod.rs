@@ -13,6 +13,7 @@
 //! first (`master_heartbeat`, `change_insert`).
 
 pub mod changes;
+pub mod contract;
 pub mod masters;
 pub mod migrate;
 pub mod outage;

@@ -5,6 +5,7 @@
 mod support;
 
 mod cli;
+mod contract;
 mod master_up;
 mod schema;
 mod store_restarts;

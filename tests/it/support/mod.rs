@@ -165,6 +165,11 @@ pub fn shared_server() -> &'static SharedServer {
     })
 }
 
+/// Port of the shared server.
+pub fn shared_server_port() -> u16 {
+    shared_server().cluster.port()
+}
+
 /// A database of one test's own, copied from the migrated template.
 pub struct TestDb {
     pub name: String,
@@ -205,6 +210,50 @@ impl TestDb {
 
     pub fn store(&self) -> Store {
         store_for(&self.url)
+    }
+
+    /// Loads `tests/it/fixtures/history.sql` (a small complete history).
+    pub async fn load_history(&self) {
+        let sql = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/it/fixtures/history.sql"
+        ))
+        .expect("fixture file");
+        admin_execute(&self.url, &sql).await;
+    }
+
+    /// Creates a login holding only `buildmaster_reader`, with the operator
+    /// script `ops/create-reader-login.sql` run by psql; returns its URL.
+    pub fn reader_login(&self) -> (String, String) {
+        let login = format!("reader_{}", self.name);
+        let password = "reader-secret";
+        let out = psql(&self.url)
+            .args([
+                "-v",
+                &format!("login={login}"),
+                "-v",
+                &format!("password={password}"),
+            ])
+            .arg("-f")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/ops/create-reader-login.sql"
+            ))
+            .output()
+            .expect("running psql");
+        assert!(
+            out.status.success(),
+            "ops/create-reader-login.sql failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let server = shared_server();
+        let url = format!(
+            "postgresql://{login}:{password}@127.0.0.1:{}/{}",
+            server.cluster.port(),
+            self.name
+        );
+        (login, url)
     }
 
     pub fn server_url(&self, dbname: &str) -> String {
@@ -322,6 +371,16 @@ impl Drop for DedicatedServer {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A psql command connected to `url`, quiet, stopping at the first error.
+pub fn psql(url: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(binaries().bin("psql"));
+    cmd.arg("-X")
+        .arg("-q")
+        .args(["-v", "ON_ERROR_STOP=1"])
+        .arg(url);
+    cmd
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
