@@ -95,6 +95,16 @@ pub struct UpArgs {
     #[arg(long, env = "BUILDMASTER_LISTEN", value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
 
+    /// Bearer token for write endpoints (overrides [http] write_token). Set it
+    /// through the environment: a command line is visible to other users.
+    #[arg(
+        long,
+        env = "BUILDMASTER_WRITE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub write_token: Option<String>,
+
     /// State directory of the embedded database (overrides [embedded] data_dir).
     #[arg(long, env = "BUILDMASTER_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,

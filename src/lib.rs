@@ -7,7 +7,8 @@
 //! - [`settings`]: the TOML configuration, layered under environment and flags.
 //! - [`telemetry`]: `tracing` output, human or JSON.
 //! - [`master`]: a running master: build (bind, connect), run until stopped.
-//! - [`api`]: the axum HTTP server: `/healthz`, `/readyz`.
+//! - [`api`]: the axum HTTP server: `POST /api/v1/changes`, `/healthz`,
+//!   `/readyz`; JSON errors, write authentication, JSON body extraction.
 //! - [`maintenance`]: background upkeep: the master heartbeat.
 //! - [`store`]: the only module with SQL: the pool, the retrying unit of
 //!   work, outage tracking, migrations, one file per table family.

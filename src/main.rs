@@ -53,6 +53,10 @@ async fn up(settings: &mut Settings, args: UpArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         settings.http.listen = listen;
     }
+    if let Some(token) = args.write_token {
+        settings.http.write_token = Some(buildmaster::settings::Secret::new(token));
+        settings.validate(None)?;
+    }
     if let Some(dir) = args.data_dir {
         settings.embedded.data_dir = dir;
     }

@@ -131,15 +131,34 @@ impl Master {
         } = self;
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let api_state = ApiState::new(store.clone(), name.clone());
+        let write_token = settings
+            .http
+            .write_token
+            .as_ref()
+            .map(|t| t.expose().to_owned());
+        if write_token.is_none() {
+            tracing::warn!(
+                "no write token configured ([http] write_token or BUILDMASTER_WRITE_TOKEN): \
+                 write endpoints accept requests from this machine (loopback) only"
+            );
+        }
+        let api_state = ApiState::new(
+            store.clone(),
+            name.clone(),
+            write_token,
+            settings.request_deadline(),
+        );
 
         let http_token = token.clone();
-        let router = api::router(api_state.clone());
+        let router = api::router(api_state.clone(), settings.http.max_body_bytes);
         let addr = listener.local_addr()?;
         tracker.spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { http_token.cancelled().await })
-                .await;
+            let served = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { http_token.cancelled().await })
+            .await;
             if let Err(error) = served {
                 tracing::error!(%error, "HTTP server failed");
             }

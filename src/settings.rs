@@ -69,13 +69,42 @@ impl Default for DatabaseSettings {
 pub struct HttpSettings {
     /// Address and port to listen on.
     pub listen: SocketAddr,
+    /// Bearer token for write endpoints; unset: writes from loopback only.
+    pub write_token: Option<Secret>,
+    /// Largest request body accepted, bytes.
+    pub max_body_bytes: usize,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         HttpSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8010)),
+            write_token: None,
+            max_body_bytes: 1024 * 1024,
         }
+    }
+}
+
+/// A secret string: its `Debug` output is redacted so it never reaches a log.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
     }
 }
 
@@ -225,6 +254,20 @@ impl Settings {
                     format!("must be a positive number of seconds, got {value}"),
                 ));
             }
+        }
+        if let Some(token) = &self.http.write_token {
+            if token.expose().len() < 16 {
+                return Err(invalid(
+                    "http.write_token",
+                    "must be at least 16 characters (use a long random string)".to_owned(),
+                ));
+            }
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(invalid(
+                "http.max_body_bytes",
+                format!("must be at least 1024, got {}", self.http.max_body_bytes),
+            ));
         }
         if self.database.pool_size == 0 || self.database.pool_size > 1000 {
             return Err(invalid(

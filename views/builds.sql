@@ -28,7 +28,7 @@ SELECT b.id::bigint,
   LEFT JOIN buildmaster_private.workers w ON w.id = b.worker_id
   LEFT JOIN buildmaster_private.sourcestamps ss ON ss.buildset_id = r.buildset_id AND ss.codebase = '';
 
-COMMENT ON VIEW buildmaster_v1.builds IS 'Builds, running and finished. Key: build_id; (builder_id, number) is unique too. Filter on builder_name or builder_id and sort on number for a builder''s history.';
+COMMENT ON VIEW buildmaster_v1.builds IS 'Builds, running and finished. Key: build_id; (builder_id, number) is unique too. For a builder''s latest builds filter on builder_id (not builder_name) and order by number DESC: that reads an index backwards, e.g. WHERE builder_id = (SELECT builder_id FROM buildmaster_v1.builders WHERE name = ''unit'') ORDER BY number DESC LIMIT 50.';
 COMMENT ON COLUMN buildmaster_v1.builds.build_id IS 'Stable id of the build. Key.';
 COMMENT ON COLUMN buildmaster_v1.builds.builder_id IS 'The builder (buildmaster_v1.builders.builder_id).';
 COMMENT ON COLUMN buildmaster_v1.builds.builder_name IS 'Name of the builder.';

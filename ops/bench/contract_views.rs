@@ -36,7 +36,13 @@ const QUERIES: &[Query] = &[
         sql: "SELECT * FROM buildmaster_v1.builder_status ORDER BY builder_name",
     },
     Query {
-        name: "last 50 builds of a builder",
+        name: "last 50 builds of a builder (by id)",
+        sql: "SELECT * FROM buildmaster_v1.builds WHERE builder_id = \
+              (SELECT builder_id FROM buildmaster_v1.builders WHERE name = 'builder-42') \
+              ORDER BY number DESC LIMIT 50",
+    },
+    Query {
+        name: "last 50 builds of a builder (by name)",
         sql: "SELECT * FROM buildmaster_v1.builds WHERE builder_name = 'builder-42' \
               ORDER BY number DESC LIMIT 50",
     },

@@ -1,19 +1,26 @@
-//! The HTTP API (axum). In this version: liveness and readiness probes.
+//! The HTTP API (axum).
 //!
+//! - `POST /api/v1/changes`: record a source change ([`changes`]); a write
+//!   endpoint ([`auth`]).
 //! - `GET /healthz`: 200 while the process runs, with the database state
 //!   the master currently believes (`up` or `down`).
 //! - `GET /readyz`: 200 when the database answers within one second and
 //!   its schema is at the version this build expects; 503 otherwise, with
 //!   the reason.
 
+pub mod auth;
+pub mod changes;
+pub mod error;
+pub mod json;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -32,20 +39,46 @@ pub struct ApiState {
 struct ApiInner {
     store: Store,
     master_name: String,
+    /// Bearer token required by write endpoints; `None`: loopback only.
+    write_token: Option<String>,
+    /// How long a request waits for an unreachable database.
+    request_deadline: Duration,
     /// Set once start-up migrations have been applied by this process.
     migrated: AtomicBool,
 }
 
 impl ApiState {
     /// State for a master called `master_name` using `store`.
-    pub fn new(store: Store, master_name: String) -> ApiState {
+    pub fn new(
+        store: Store,
+        master_name: String,
+        write_token: Option<String>,
+        request_deadline: Duration,
+    ) -> ApiState {
         ApiState {
             inner: Arc::new(ApiInner {
                 store,
                 master_name,
+                write_token,
+                request_deadline,
                 migrated: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The write token, if one is configured.
+    pub fn write_token(&self) -> Option<&str> {
+        self.inner.write_token.as_deref()
+    }
+
+    /// How long a request waits for the database before answering 503.
+    pub fn request_deadline(&self) -> Duration {
+        self.inner.request_deadline
     }
 
     /// Records that start-up migrations are done.
@@ -54,12 +87,20 @@ impl ApiState {
     }
 }
 
-/// The router with every route of the API.
-pub fn router(state: ApiState) -> Router {
+/// The router with every route of the API; request bodies over
+/// `max_body_bytes` are refused with 413.
+pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
     Router::new()
+        .route("/api/v1/changes", post(changes::post_change))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+async fn not_found() -> error::ApiError {
+    error::ApiError::not_found("no such endpoint")
 }
 
 async fn healthz(State(state): State<ApiState>) -> Response {

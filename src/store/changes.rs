@@ -3,7 +3,10 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Budget, Store, StoreError};
+use super::idempotency::{
+    IdempotencyKey, StoredAnswer, Submission, idempotency_check, idempotency_record,
+};
+use super::{Budget, Store, StoreError, Tx};
 
 /// A change to record. `change_uuid` is the idempotency key: submitting the
 /// same uuid twice records one change.
@@ -31,6 +34,8 @@ pub struct NewChange {
     pub revlink: Option<String>,
     /// Where the change came from: api, github, gitlab, cli.
     pub source: String,
+    /// Codebase name; empty for the default codebase.
+    pub codebase: String,
     /// When the change was made; `None` means now.
     pub when: Option<DateTime<Utc>>,
     /// Files touched.
@@ -61,64 +66,105 @@ impl Store {
     ) -> Result<ChangeInserted, StoreError> {
         self.unit("change_insert", budget, |tx| {
             let change = change.clone();
+            Box::pin(async move { Ok(insert_change(tx, &change).await?) })
+        })
+        .await
+    }
+
+    /// Records a change submitted through the API. With an idempotency key,
+    /// a repeated submission returns the first answer (and a key reused for
+    /// another request is refused); either way nothing is recorded twice.
+    ///
+    /// Fails when the database is unreachable within `budget`.
+    pub async fn change_submit(
+        &self,
+        change: &NewChange,
+        key: Option<&IdempotencyKey>,
+        budget: Budget,
+    ) -> Result<Submission<ChangeInserted>, StoreError> {
+        self.unit("change_submit", budget, |tx| {
+            let change = change.clone();
+            let key = key.cloned();
             Box::pin(async move {
-                let properties = if change.properties.is_null() {
-                    serde_json::json!({})
-                } else {
-                    change.properties.clone()
-                };
-                let inserted = tx
-                    .query_opt(
-                        "INSERT INTO buildmaster_private.changes
-                            (change_uuid, author, committer, comments, repository, project,
-                             branch, revision, category, revlink, source, when_at, properties)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                                 coalesce($12, now()), $13)
-                         ON CONFLICT (change_uuid) DO NOTHING
-                         RETURNING id",
-                        &[
-                            &change.change_uuid,
-                            &change.author,
-                            &change.committer,
-                            &change.comments,
-                            &change.repository,
-                            &change.project,
-                            &change.branch,
-                            &change.revision,
-                            &change.category,
-                            &change.revlink,
-                            &change.source,
-                            &change.when,
-                            &properties,
-                        ],
-                    )
-                    .await?;
-                let Some(row) = inserted else {
-                    // An earlier attempt (or submission) committed it.
-                    let row = tx
-                        .query_one(
-                            "SELECT id FROM buildmaster_private.changes WHERE change_uuid = $1",
-                            &[&change.change_uuid],
-                        )
-                        .await?;
-                    return Ok(ChangeInserted {
-                        id: row.get(0),
-                        created: false,
-                    });
-                };
-                let id: i64 = row.get(0);
-                if !change.files.is_empty() {
-                    tx.execute(
-                        "INSERT INTO buildmaster_private.change_files (change_id, filename)
-                         SELECT $1, f FROM unnest($2::text[]) AS f
-                         ON CONFLICT DO NOTHING",
-                        &[&id, &change.files],
-                    )
-                    .await?;
+                if let Some(key) = &key {
+                    if let Err(answer) = idempotency_check(tx, key).await? {
+                        return Ok(answer);
+                    }
                 }
-                Ok(ChangeInserted { id, created: true })
+                let inserted = insert_change(tx, &change).await?;
+                if let Some(key) = &key {
+                    let answer = StoredAnswer {
+                        status: 201,
+                        body: serde_json::json!({ "change_id": inserted.id }),
+                    };
+                    idempotency_record(tx, key, &answer).await?;
+                }
+                Ok(Submission::Fresh(inserted))
             })
         })
         .await
     }
+}
+
+/// Inserts a change and its files once per uuid; returns the stored id.
+async fn insert_change(
+    tx: &Tx<'_>,
+    change: &NewChange,
+) -> Result<ChangeInserted, tokio_postgres::Error> {
+    let properties = if change.properties.is_null() {
+        serde_json::json!({})
+    } else {
+        change.properties.clone()
+    };
+    let inserted = tx
+        .query_opt(
+            "INSERT INTO buildmaster_private.changes
+                (change_uuid, author, committer, comments, repository, project,
+                 branch, revision, category, revlink, source, when_at, properties, codebase)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                     coalesce($12, now()), $13, $14)
+             ON CONFLICT (change_uuid) DO NOTHING
+             RETURNING id",
+            &[
+                &change.change_uuid,
+                &change.author,
+                &change.committer,
+                &change.comments,
+                &change.repository,
+                &change.project,
+                &change.branch,
+                &change.revision,
+                &change.category,
+                &change.revlink,
+                &change.source,
+                &change.when,
+                &properties,
+                &change.codebase,
+            ],
+        )
+        .await?;
+    let Some(row) = inserted else {
+        // An earlier attempt (or submission) committed it.
+        let row = tx
+            .query_one(
+                "SELECT id FROM buildmaster_private.changes WHERE change_uuid = $1",
+                &[&change.change_uuid],
+            )
+            .await?;
+        return Ok(ChangeInserted {
+            id: row.get(0),
+            created: false,
+        });
+    };
+    let id: i64 = row.get(0);
+    if !change.files.is_empty() {
+        tx.execute(
+            "INSERT INTO buildmaster_private.change_files (change_id, filename)
+             SELECT $1, f FROM unnest($2::text[]) AS f
+             ON CONFLICT DO NOTHING",
+            &[&id, &change.files],
+        )
+        .await?;
+    }
+    Ok(ChangeInserted { id, created: true })
 }

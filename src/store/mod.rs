@@ -14,6 +14,7 @@
 
 pub mod changes;
 pub mod contract;
+pub mod idempotency;
 pub mod masters;
 pub mod migrate;
 pub mod outage;

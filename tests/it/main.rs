@@ -4,6 +4,7 @@
 
 mod support;
 
+mod api_changes;
 mod cli;
 mod contract;
 mod master_up;

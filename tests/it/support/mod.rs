@@ -135,6 +135,16 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// `SELECT count(*) ...` on a fresh connection.
+pub async fn count(url: &str, sql: &str) -> i64 {
+    connect(url)
+        .await
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
 pub struct SharedServer {
     cluster: Cluster,
     next_db: AtomicU32,
@@ -386,4 +396,64 @@ pub fn psql(url: &str) -> std::process::Command {
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     buildmaster::pgserver::free_port().expect("free port")
+}
+
+/// A master running inside the test process, on a free port.
+pub struct TestMaster {
+    pub base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestMaster {
+    /// Starts a master on `url` with `adjust` applied to default settings,
+    /// and waits until it is ready.
+    pub async fn start(
+        url: &str,
+        adjust: impl FnOnce(&mut buildmaster::settings::Settings),
+    ) -> TestMaster {
+        use buildmaster::master::{DatabaseSource, Master};
+        let mut settings = buildmaster::settings::Settings::default();
+        settings.http.listen = "127.0.0.1:0".parse().unwrap();
+        settings.master.name = Some(format!("test-master-{}", uuid::Uuid::new_v4().simple()));
+        settings.master.heartbeat_interval_s = 0.5;
+        adjust(&mut settings);
+        let master = Master::build(settings, DatabaseSource::Url(url.to_owned()))
+            .await
+            .expect("building the master");
+        let base = format!("http://{}", master.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(master.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+                if r.status() == 200 {
+                    return TestMaster {
+                        base,
+                        stop: Some(tx),
+                        task: Some(task),
+                    };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the test master did not become ready");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stops the master and returns how its run ended.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.expect("master task panicked"),
+            None => Ok(()),
+        }
+    }
 }
