@@ -5,11 +5,16 @@
 //!
 //! - [`cli`]: command-line flags and subcommands (`up`, `migrate`).
 //! - [`settings`]: the TOML configuration, layered under environment and flags.
+//! - [`config`]: the build configuration (workers, builders, steps,
+//!   schedulers) and its cross-reference checks.
 //! - [`telemetry`]: `tracing` output, human or JSON.
 //! - [`master`]: a running master: build (bind, connect), run until stopped.
 //! - [`api`]: the axum HTTP server: `POST /api/v1/changes`, `/healthz`,
 //!   `/readyz`; JSON errors, write authentication, JSON body extraction.
-//! - [`maintenance`]: background upkeep: the master heartbeat.
+//! - [`scheduler`]: the scheduler loop: changes and clocks become buildsets.
+//! - [`dispatch`]: the claim loop: pending requests become builds on free workers.
+//! - [`runner`]: runs one build's steps as subprocesses and records them.
+//! - [`maintenance`]: background upkeep: heartbeat, expiry of dead masters.
 //! - [`store`]: the only module with SQL: the pool, the retrying unit of
 //!   work, outage tracking, migrations, one file per table family.
 //! - [`contract`]: the published views as a frozen snapshot, drift check and
@@ -18,18 +23,23 @@
 //! - [`pgserver`]: initdb/start/stop/kill of a PostgreSQL server from the
 //!   machine's binaries (embedded database and test harness).
 //!
-//! How a request flows: HTTP in ([`api`]) → [`store`] → PostgreSQL;
-//! background loops ([`maintenance`]) go through the same [`store`].
+//! How a change flows: HTTP in ([`api`]) → [`store`] → [`scheduler`] makes a
+//! buildset and its requests → [`dispatch`] claims one → [`runner`] builds it
+//! on a worker. Every step goes through the same [`store`].
 
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod cli;
+pub mod config;
 pub mod contract;
+pub mod dispatch;
 pub mod embedded;
 pub mod maintenance;
 pub mod master;
 pub mod pgserver;
+pub mod runner;
+pub mod scheduler;
 pub mod settings;
 pub mod store;
 pub mod telemetry;

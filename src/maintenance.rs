@@ -1,5 +1,6 @@
-//! Background upkeep of a running master. In this version: the heartbeat of
-//! its `masters` row.
+//! Background upkeep of a running master: the heartbeat of its `masters`
+//! row, and the expiry of masters that stopped heartbeating (their claimed
+//! requests go back to the queue, their unfinished builds end as retry).
 //!
 //! The heartbeat retries without limit through an outage (the store logs the
 //! outage once), so it resumes within the store's backoff cap of the
@@ -29,7 +30,8 @@ pub enum HeartbeatError {
     Store(#[from] StoreError),
 }
 
-/// Heartbeats master `id` every `interval` until `shutdown` is cancelled.
+/// Heartbeats master `id` every `interval` until `shutdown` is cancelled,
+/// and expires masters silent for longer than `expiry`.
 ///
 /// Returns an error when the row is lost or on a permanent database error.
 pub async fn heartbeat_loop(
@@ -37,6 +39,7 @@ pub async fn heartbeat_loop(
     id: i64,
     incarnation: Uuid,
     interval: Duration,
+    expiry: Duration,
     shutdown: CancellationToken,
 ) -> Result<(), HeartbeatError> {
     let mut ticker = tokio::time::interval(interval);
@@ -53,6 +56,22 @@ pub async fn heartbeat_loop(
         match beat {
             Some(at) => tracing::trace!(%at, "heartbeat"),
             None => return Err(HeartbeatError::Lost { id }),
+        }
+        match store
+            .master_expire_dead(id, expiry, Budget::For(interval))
+            .await
+        {
+            Ok(expired) => {
+                for name in expired {
+                    tracing::warn!(
+                        master = %name,
+                        expiry_s = expiry.as_secs_f64(),
+                        "master stopped heartbeating: its unfinished builds end as retry and its requests return to the queue"
+                    );
+                }
+            }
+            Err(error) if error.is_unavailable() => {}
+            Err(error) => tracing::error!(%error, "expiring dead masters failed"),
         }
     }
 }

@@ -16,10 +16,12 @@ use uuid::Uuid;
 
 use crate::api::{self, ApiState};
 use crate::embedded::EmbeddedDb;
-use crate::maintenance;
+use crate::runner::RunnerContext;
 use crate::settings::Settings;
 use crate::store::migrate::migrate;
+use crate::store::notify::Wakeups;
 use crate::store::{Budget, Store, connection_config, describe};
+use crate::{dispatch, maintenance, scheduler};
 
 /// How long the final "master stopped" write may wait at shutdown.
 const SHUTDOWN_WRITE_BUDGET: Duration = Duration::from_secs(5);
@@ -177,10 +179,39 @@ impl Master {
         });
 
         let incarnation = Uuid::new_v4();
-        let outcome = run_master(&settings, &name, incarnation, &store, &api_state, &token).await;
+        let outcome = run_master(
+            &settings,
+            &name,
+            incarnation,
+            &store,
+            &api_state,
+            &token,
+            &tracker,
+        )
+        .await;
 
         token.cancel();
+        tracker.close();
+        tracker.wait().await;
         if let Ok(Some(id)) = &outcome {
+            // Builds interrupted by the shutdown are built again, by this
+            // master when it returns or by another one now.
+            match store
+                .master_release_work(
+                    *id,
+                    "retry: the master shut down",
+                    Budget::For(SHUTDOWN_WRITE_BUDGET),
+                )
+                .await
+            {
+                Ok((requests, _)) if requests > 0 => {
+                    tracing::info!(requests, "interrupted build requests returned to the queue")
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "could not return interrupted requests to the queue")
+                }
+            }
             match store
                 .master_deactivate(*id, incarnation, Budget::For(SHUTDOWN_WRITE_BUDGET))
                 .await
@@ -189,8 +220,6 @@ impl Master {
                 Err(error) => tracing::warn!(%error, "could not mark the master stopped"),
             }
         }
-        tracker.close();
-        tracker.wait().await;
         store.close();
         if let Some(db) = embedded {
             tokio::task::spawn_blocking(move || db.stop())
@@ -211,6 +240,7 @@ async fn run_master(
     store: &Store,
     api_state: &ApiState,
     token: &CancellationToken,
+    tracker: &TaskTracker,
 ) -> anyhow::Result<Option<i64>> {
     let report = tokio::select! {
         _ = token.cancelled() => return Ok(None),
@@ -239,11 +269,65 @@ async fn run_master(
         );
     }
     tracing::info!(master = %name, id, %incarnation, "master registered");
+    // Whatever a previous run of this master left claimed or running is
+    // built again: nothing of it is running now.
+    let (requests, builds) = tokio::select! {
+        _ = token.cancelled() => return Ok(Some(id)),
+        released = store.master_release_work(id, "retry: the master restarted", Budget::Forever) => released?,
+    };
+    if requests + builds > 0 {
+        tracing::warn!(
+            requests,
+            builds,
+            "work left by this master's previous run returned to the queue (builds marked retry)"
+        );
+    }
+    let ids = tokio::select! {
+        _ = token.cancelled() => return Ok(Some(id)),
+        ids = store.topology_sync(&settings.workers, &settings.builders, &settings.schedulers, Budget::Forever) => ids?,
+    };
+    tracing::info!(
+        workers = ids.workers.len(),
+        builders = ids.builders.len(),
+        schedulers = ids.schedulers.len(),
+        "configuration synchronised"
+    );
+    api_state.set_topology(settings.clone(), ids.clone());
+
+    let wakeups = Wakeups::default();
+    {
+        let (store, wakeups, token) = (store.clone(), wakeups.clone(), token.clone());
+        tracker.spawn(async move { store.listen(wakeups, token).await });
+    }
+    tracker.spawn(scheduler::scheduler_loop(
+        store.clone(),
+        settings.schedulers.clone(),
+        ids.clone(),
+        wakeups.clone(),
+        settings.poll_interval(),
+        token.clone(),
+    ));
+    let runner = RunnerContext {
+        store: store.clone(),
+        master_id: id,
+        work_dir: settings.master.work_dir.clone(),
+        shutdown: token.clone(),
+    };
+    tracker.spawn(dispatch::claim_loop(
+        runner,
+        settings.workers.clone(),
+        settings.builders.clone(),
+        ids,
+        wakeups.requests.clone(),
+        settings.poll_interval(),
+        tracker.clone(),
+    ));
     maintenance::heartbeat_loop(
         store.clone(),
         id,
         incarnation,
         settings.heartbeat_interval(),
+        settings.expiry(),
         token.clone(),
     )
     .await?;

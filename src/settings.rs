@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config::{BuilderConfig, SchedulerConfig, WorkerConfig};
 use crate::store::StoreOptions;
 
 /// Name of the configuration file looked for in the working directory when
@@ -27,6 +28,12 @@ pub struct Settings {
     pub master: MasterSettings,
     /// `[embedded]`
     pub embedded: EmbeddedSettings,
+    /// `[[workers]]`
+    pub workers: Vec<WorkerConfig>,
+    /// `[[builders]]`
+    pub builders: Vec<BuilderConfig>,
+    /// `[[schedulers]]`
+    pub schedulers: Vec<SchedulerConfig>,
 }
 
 /// `[database]`: where the database is and how patiently to talk to it.
@@ -117,6 +124,14 @@ pub struct MasterSettings {
     pub name: Option<String>,
     /// Seconds between heartbeats.
     pub heartbeat_interval_s: f64,
+    /// Seconds without a heartbeat (counted while the database was up)
+    /// after which another master takes a master's unfinished work back.
+    pub expiry_s: f64,
+    /// Seconds between polls of the queue and the schedulers (LISTEN/NOTIFY
+    /// wakes them sooner).
+    pub poll_interval_s: f64,
+    /// Directory holding one work directory per builder.
+    pub work_dir: PathBuf,
 }
 
 impl Default for MasterSettings {
@@ -124,6 +139,9 @@ impl Default for MasterSettings {
         MasterSettings {
             name: None,
             heartbeat_interval_s: 5.0,
+            expiry_s: 60.0,
+            poll_interval_s: 1.0,
+            work_dir: PathBuf::from(".buildmaster/work"),
         }
     }
 }
@@ -283,6 +301,22 @@ impl Settings {
                 return Err(invalid("master.name", "must not be empty".to_owned()));
             }
         }
+        if self.master.expiry_s < 2.0 * self.master.heartbeat_interval_s {
+            return Err(invalid(
+                "master.expiry_s",
+                format!(
+                    "must be at least twice master.heartbeat_interval_s ({} s), got {}",
+                    self.master.heartbeat_interval_s, self.master.expiry_s
+                ),
+            ));
+        }
+        crate::config::validate(&self.workers, &self.builders, &self.schedulers).map_err(
+            |problem| SettingsError::Invalid {
+                path: path.map(Path::to_owned),
+                key: "build configuration",
+                problem,
+            },
+        )?;
         if let Some(url) = &self.database.url {
             if let Err(e) = url.parse::<tokio_postgres::Config>() {
                 return Err(invalid(
@@ -311,6 +345,16 @@ impl Settings {
     /// How long an HTTP request waits for the database.
     pub fn request_deadline(&self) -> Duration {
         Duration::from_secs_f64(self.database.request_deadline_s)
+    }
+
+    /// How long a silent master is trusted.
+    pub fn expiry(&self) -> Duration {
+        Duration::from_secs_f64(self.master.expiry_s)
+    }
+
+    /// The queue and scheduler poll interval.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.master.poll_interval_s)
     }
 
     /// The time between heartbeats.
@@ -377,6 +421,75 @@ mod tests {
         let err = Settings::parse("[database]\nurl = \"postgres://a:b@h:notaport/db\"\n", None)
             .unwrap_err();
         assert!(err.to_string().contains("database.url"), "{err}");
+    }
+
+    #[test]
+    fn the_example_build_configuration_of_the_readme_is_accepted() {
+        let text = r#"
+[http]
+listen = "127.0.0.1:8010"
+[[workers]]
+name = "local-1"
+kind = "local"
+max_builds = 2
+[[builders]]
+name = "unit"
+workers = ["local-1"]
+[[builders.steps]]
+name = "test"
+command = ["sh", "-c", "echo hello"]
+timeout_s = 600
+[[schedulers]]
+name = "main"
+kind = "single-branch"
+branch = "main"
+tree_stable_s = 0
+builders = ["unit"]
+[[schedulers]]
+name = "force"
+kind = "force"
+builders = ["unit"]
+"#;
+        let settings = Settings::parse(text, None).unwrap();
+        assert_eq!(
+            settings.builders[0].steps[0].command.argv(),
+            ["sh", "-c", "echo hello"]
+        );
+        assert_eq!(settings.schedulers.len(), 2);
+    }
+
+    #[test]
+    fn broken_references_and_unknown_scheduler_keys_are_named() {
+        let base = "[[workers]]\nname = \"w\"\n[[builders]]\nname = \"unit\"\nworkers = [\"w\"]\n";
+        let err = Settings::parse(
+            &format!(
+                "{base}[[schedulers]]\nname = \"s\"\nkind = \"force\"\nbuilders = [\"nope\"]\n"
+            ),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("nope") && err.contains("\"s\""), "{err}");
+        let err = Settings::parse(&format!("{base}[[schedulers]]\nname = \"s\"\nkind = \"force\"\nbuilders = [\"unit\"]\nbranch = \"x\"\n"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("branch"), "{err}");
+        let err = Settings::parse(
+            &format!(
+                "{base}[[schedulers]]\nname = \"s\"\nkind = \"hourly\"\nbuilders = [\"unit\"]\n"
+            ),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("hourly"), "{err}");
+        let err = Settings::parse(
+            "[[builders]]\nname = \"unit\"\nworkers = [\"ghost\"]\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ghost"), "{err}");
     }
 
     #[test]

@@ -14,28 +14,24 @@
 //! either acknowledged and stored exactly once, or refused and not stored.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::ApiState;
 use super::auth::WriteAccess;
 use super::error::ApiError;
+use super::idempotency::{derived_uuid, idempotency_key, replayed};
 use super::json::ApiJson;
 use crate::store::Budget;
 use crate::store::changes::NewChange;
-use crate::store::idempotency::{IdempotencyKey, Submission};
-
-/// Namespace of the change uuids derived from idempotency keys.
-const CHANGE_KEY_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_3c0e_8d2b_4e47_9a51_c0de_c4a9_6e01);
+use crate::store::idempotency::Submission;
 
 const MAX_TEXT: usize = 1024;
 const MAX_COMMENTS: usize = 64 * 1024;
 const MAX_FILES: usize = 10_000;
-const MAX_KEY: usize = 255;
 
 /// A change as posted.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -177,34 +173,6 @@ impl ChangeRequest {
     }
 }
 
-/// Reads the `Idempotency-Key` header, if any.
-fn idempotency_key(
-    headers: &HeaderMap,
-    scope: &str,
-    body: &ChangeRequest,
-) -> Result<Option<IdempotencyKey>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .ok()
-        .filter(|k| !k.is_empty() && k.len() <= MAX_KEY)
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "Idempotency-Key must be 1 to {MAX_KEY} visible ASCII characters"
-            ))
-        })?;
-    let canonical =
-        serde_json::to_vec(&serde_json::to_value(body).unwrap_or_default()).unwrap_or_default();
-    let request_hash = format!("{:x}", Sha256::digest(&canonical));
-    Ok(Some(IdempotencyKey {
-        scope: scope.to_owned(),
-        key: key.to_owned(),
-        request_hash,
-    }))
-}
-
 /// The handler.
 pub async fn post_change(
     State(state): State<ApiState>,
@@ -216,13 +184,7 @@ pub async fn post_change(
     let key = idempotency_key(&headers, SCOPE, &body)?;
     // The uuid is fixed before the first attempt: retries inside the store,
     // and retries of the whole request under the same key, reuse it.
-    let change_uuid = match &key {
-        Some(key) => Uuid::new_v5(
-            &CHANGE_KEY_NAMESPACE,
-            format!("{}\n{}", key.scope, key.key).as_bytes(),
-        ),
-        None => Uuid::new_v4(),
-    };
+    let change_uuid = derived_uuid(key.as_ref());
     let change = body.validate(change_uuid)?;
     let outcome = state
         .store()
@@ -237,18 +199,6 @@ pub async fn post_change(
             )
                 .into_response()
         }
-        Submission::Replayed(answer) => {
-            let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::CREATED);
-            let mut response = (status, axum::Json(answer.body)).into_response();
-            response
-                .headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            response
-        }
-        Submission::KeyReused => {
-            return Err(ApiError::conflict(
-                "this Idempotency-Key was already used for a different request",
-            ));
-        }
+        other => replayed(other)?,
     })
 }

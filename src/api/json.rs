@@ -39,3 +39,14 @@ fn map_rejection(rejection: JsonRejection) -> ApiError {
         _ => ApiError::bad_request(text),
     }
 }
+
+/// Parses a JSON body read as bytes, with the same answers as [`ApiJson`]:
+/// 400 for text that is not JSON, 422 for JSON of the wrong shape.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|error| match error.classify() {
+        serde_json::error::Category::Data => {
+            ApiError::unprocessable(format!("invalid request body: {error}"))
+        }
+        _ => ApiError::bad_request(format!("the body is not valid JSON: {error}")),
+    })
+}

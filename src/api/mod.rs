@@ -1,7 +1,10 @@
 //! The HTTP API (axum).
 //!
-//! - `POST /api/v1/changes`: record a source change ([`changes`]); a write
-//!   endpoint ([`auth`]).
+//! - `POST /api/v1/changes`: record a source change ([`changes`]).
+//! - `POST /api/v1/builders/{name}/force`: build a builder now ([`force`]).
+//!
+//! Write endpoints need [`auth::WriteAccess`] and honour `Idempotency-Key`
+//! ([`idempotency`]).
 //! - `GET /healthz`: 200 while the process runs, with the database state
 //!   the master currently believes (`up` or `down`).
 //! - `GET /readyz`: 200 when the database answers within one second and
@@ -11,10 +14,12 @@
 pub mod auth;
 pub mod changes;
 pub mod error;
+pub mod force;
+pub mod idempotency;
 pub mod json;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -24,7 +29,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::settings::Settings;
 use crate::store::migrate::{expected_version, schema_version};
+use crate::store::topology::TopologyIds;
 use crate::store::{Budget, Store};
 
 /// How long `/readyz` waits for the database.
@@ -45,6 +52,8 @@ struct ApiInner {
     request_deadline: Duration,
     /// Set once start-up migrations have been applied by this process.
     migrated: AtomicBool,
+    /// The configuration and the ids of its rows, once synchronised.
+    topology: OnceLock<(Settings, TopologyIds)>,
 }
 
 impl ApiState {
@@ -62,6 +71,7 @@ impl ApiState {
                 write_token,
                 request_deadline,
                 migrated: AtomicBool::new(false),
+                topology: OnceLock::new(),
             }),
         }
     }
@@ -81,6 +91,16 @@ impl ApiState {
         self.inner.request_deadline
     }
 
+    /// Records the synchronised configuration (force needs it).
+    pub fn set_topology(&self, settings: Settings, ids: TopologyIds) {
+        let _ = self.inner.topology.set((settings, ids));
+    }
+
+    /// The synchronised configuration, once start-up has got that far.
+    pub fn topology(&self) -> Option<&(Settings, TopologyIds)> {
+        self.inner.topology.get()
+    }
+
     /// Records that start-up migrations are done.
     pub fn set_migrated(&self) {
         self.inner.migrated.store(true, Ordering::Release);
@@ -92,6 +112,7 @@ impl ApiState {
 pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/api/v1/changes", post(changes::post_change))
+        .route("/api/v1/builders/{name}/force", post(force::force_builder))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

@@ -8,6 +8,9 @@ use super::idempotency::{
 };
 use super::{Budget, Store, StoreError, Tx};
 
+/// Channel notified when a change is recorded.
+pub const CHANGES_CHANNEL: &str = "buildmaster_changes";
+
 /// A change to record. `change_uuid` is the idempotency key: submitting the
 /// same uuid twice records one change.
 #[derive(Debug, Clone, Default)]
@@ -157,6 +160,8 @@ async fn insert_change(
         });
     };
     let id: i64 = row.get(0);
+    tx.execute("SELECT pg_notify($1, '')", &[&CHANGES_CHANNEL])
+        .await?;
     if !change.files.is_empty() {
         tx.execute(
             "INSERT INTO buildmaster_private.change_files (change_id, filename)

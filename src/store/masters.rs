@@ -163,4 +163,49 @@ impl Store {
         })
         .await
     }
+
+    /// Finds masters (other than `me`) whose last heartbeat is older than
+    /// `expiry`, counting only time the database itself was up — a database
+    /// restart does not make live masters look dead — marks them stopped,
+    /// returns their claimed requests to the queue and finishes their
+    /// unfinished builds as retry. Returns the names of the masters expired.
+    ///
+    /// Fails when the database is unreachable within `budget`.
+    pub async fn master_expire_dead(
+        &self,
+        me: i64,
+        expiry: std::time::Duration,
+        budget: Budget,
+    ) -> Result<Vec<String>, StoreError> {
+        self.unit("master_expire_dead", budget, |tx| {
+            Box::pin(async move {
+                let rows = tx
+                    .query(
+                        "UPDATE buildmaster_private.masters
+                            SET active = false, stopped_at = greatest(now(), last_heartbeat_at)
+                          WHERE id IN (SELECT id FROM buildmaster_private.masters
+                                        WHERE active AND id <> $1
+                                          AND now() - greatest(last_heartbeat_at, pg_postmaster_start_time())
+                                              > make_interval(secs => $2)
+                                        FOR UPDATE SKIP LOCKED)
+                          RETURNING id, name",
+                        &[&me, &expiry.as_secs_f64()],
+                    )
+                    .await?;
+                if rows.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+                let names: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
+                super::builds::release_work(
+                    tx,
+                    &ids,
+                    &format!("retry: master {} stopped heartbeating", names.join(", ")),
+                )
+                .await?;
+                Ok(names)
+            })
+        })
+        .await
+    }
 }

@@ -12,13 +12,19 @@
 //! Submodules are named for the tables they own; functions are named table
 //! first (`master_heartbeat`, `change_insert`).
 
+pub mod builds;
+pub mod buildsets;
 pub mod changes;
 pub mod contract;
 pub mod idempotency;
 pub mod masters;
 pub mod migrate;
+pub mod notify;
 pub mod outage;
+pub mod requests;
 pub mod retry;
+pub mod schedulers;
+pub mod topology;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -167,6 +173,8 @@ const MIN_LAST_ATTEMPT: Duration = Duration::from_millis(50);
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// Kept to open dedicated connections (LISTEN) with the same settings.
+    config: tokio_postgres::Config,
     health: DbHealth,
     attempt_timeout: Duration,
     retry: RetryPolicy,
@@ -251,7 +259,7 @@ impl Store {
     /// Fails only when the pool cannot be built (a zero size).
     pub fn new(config: tokio_postgres::Config, options: &StoreOptions) -> anyhow::Result<Store> {
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 // Fast: check `is_closed()` only. A connection that died while
@@ -269,6 +277,7 @@ impl Store {
             .build()?;
         Ok(Store {
             pool,
+            config,
             health: DbHealth::default(),
             attempt_timeout: options.attempt_timeout,
             retry: options.retry,

@@ -1,0 +1,357 @@
+//! Tables `builds`, `steps` and `build_properties`: a build's life, written
+//! as it happens. Every write is guarded by ownership — the request must
+//! still be claimed by this master — so a master whose claim was taken over
+//! learns it at its next write and stops the build.
+
+use uuid::Uuid;
+
+use super::buildsets::{BUILDSETS_CHANNEL, REQUESTS_CHANNEL, SourceStamp};
+use super::{Budget, Store, StoreError, Tx};
+
+/// Result codes (Buildbot's).
+pub mod results {
+    /// Success.
+    pub const SUCCESS: i16 = 0;
+    /// Warnings.
+    pub const WARNINGS: i16 = 1;
+    /// Failure.
+    pub const FAILURE: i16 = 2;
+    /// Skipped.
+    pub const SKIPPED: i16 = 3;
+    /// Exception (the build could not run properly).
+    pub const EXCEPTION: i16 = 4;
+    /// Retry (to be built again).
+    pub const RETRY: i16 = 5;
+    /// Cancelled.
+    pub const CANCELLED: i16 = 6;
+
+    /// The worse of two results, in Buildbot's order: skipped < success <
+    /// warnings < failure < exception < retry < cancelled.
+    pub fn worst(a: i16, b: i16) -> i16 {
+        const ORDER: [i16; 7] = [
+            SKIPPED, SUCCESS, WARNINGS, FAILURE, EXCEPTION, RETRY, CANCELLED,
+        ];
+        let rank = |r: i16| ORDER.iter().position(|x| *x == r).unwrap_or(ORDER.len());
+        if rank(a) >= rank(b) { a } else { b }
+    }
+}
+
+/// A build as started.
+#[derive(Debug, Clone)]
+pub struct StartedBuild {
+    /// Build id.
+    pub id: i64,
+    /// Number within its builder.
+    pub number: i32,
+    /// Step ids, in order.
+    pub step_ids: Vec<i64>,
+    /// What to build.
+    pub sourcestamp: SourceStamp,
+    /// Buildset properties.
+    pub properties: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Outcome of an ownership-guarded write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owned<T> {
+    /// Written.
+    Yes(T),
+    /// The request is no longer claimed by this master.
+    ClaimLost,
+}
+
+const STILL_OURS: &str = "EXISTS (SELECT 1 FROM buildmaster_private.build_requests r
+                                   WHERE r.id = $1 AND r.claimed_by_master_id = $2 AND r.state = 'claimed')";
+
+impl Store {
+    /// Creates the build (next number of its builder) and its steps for a
+    /// request claimed by `master_id`. Idempotent per `build_uuid`.
+    ///
+    /// Fails when the database is unreachable within `budget`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn build_start(
+        &self,
+        build_uuid: Uuid,
+        request_id: i64,
+        master_id: i64,
+        builder_id: i64,
+        worker_id: i64,
+        step_names: &[(String, bool)],
+        budget: Budget,
+    ) -> Result<Owned<StartedBuild>, StoreError> {
+        self.unit("build_start", budget, |tx| {
+            let step_names = step_names.to_vec();
+            Box::pin(async move {
+                let ours: bool = tx
+                    .query_one(&format!("SELECT {STILL_OURS}"), &[&request_id, &master_id])
+                    .await?
+                    .get(0);
+                let existing = tx
+                    .query_opt(
+                        "SELECT id, number FROM buildmaster_private.builds WHERE build_uuid = $1",
+                        &[&build_uuid],
+                    )
+                    .await?;
+                let (id, number): (i64, i32) = match existing {
+                    Some(row) => (row.get(0), row.get(1)),
+                    None if !ours => return Ok(Owned::ClaimLost),
+                    None => {
+                        let number: i32 = tx
+                            .query_one(
+                                "UPDATE buildmaster_private.builders SET next_build_number = next_build_number + 1
+                                  WHERE id = $1 RETURNING next_build_number - 1",
+                                &[&builder_id],
+                            )
+                            .await?
+                            .get(0);
+                        let id: i64 = tx
+                            .query_one(
+                                "INSERT INTO buildmaster_private.builds
+                                    (build_uuid, builder_id, number, build_request_id, worker_id, master_id,
+                                     started_at, state_string)
+                                 VALUES ($1, $2, $3, $4, $5, $6, now(), 'starting') RETURNING id",
+                                &[&build_uuid, &builder_id, &number, &request_id, &worker_id, &master_id],
+                            )
+                            .await?
+                            .get(0);
+                        for (n, (name, always_run)) in step_names.iter().enumerate() {
+                            tx.execute(
+                                "INSERT INTO buildmaster_private.steps (build_id, number, name, always_run)
+                                 VALUES ($1, $2, $3, $4)",
+                                &[&id, &(n as i32), name, always_run],
+                            )
+                            .await?;
+                        }
+                        (id, number)
+                    }
+                };
+                let step_ids = tx
+                    .query(
+                        "SELECT id FROM buildmaster_private.steps WHERE build_id = $1 ORDER BY number",
+                        &[&id],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let ss = tx
+                    .query_opt(
+                        "SELECT ss.repository, ss.project, ss.branch, ss.revision
+                           FROM buildmaster_private.build_requests r
+                           JOIN buildmaster_private.sourcestamps ss ON ss.buildset_id = r.buildset_id AND ss.codebase = ''
+                          WHERE r.id = $1",
+                        &[&request_id],
+                    )
+                    .await?;
+                let sourcestamp = ss
+                    .map(|r| SourceStamp {
+                        repository: r.get(0),
+                        project: r.get(1),
+                        branch: r.get(2),
+                        revision: r.get(3),
+                    })
+                    .unwrap_or_default();
+                let properties = tx
+                    .query(
+                        "SELECT p.name, p.value FROM buildmaster_private.buildset_properties p
+                           JOIN buildmaster_private.build_requests r ON r.buildset_id = p.buildset_id
+                          WHERE r.id = $1",
+                        &[&request_id],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, serde_json::Value>(1)))
+                    .collect();
+                Ok(Owned::Yes(StartedBuild {
+                    id,
+                    number,
+                    step_ids,
+                    sourcestamp,
+                    properties,
+                }))
+            })
+        })
+        .await
+    }
+
+    /// Marks a step started, if the request is still ours.
+    ///
+    /// Fails when the database is unreachable within `budget`.
+    pub async fn step_start(
+        &self,
+        step_id: i64,
+        request_id: i64,
+        master_id: i64,
+        budget: Budget,
+    ) -> Result<Owned<()>, StoreError> {
+        self.unit("step_start", budget, |tx| {
+            Box::pin(async move {
+                let ours: bool = tx
+                    .query_one(&format!("SELECT {STILL_OURS}"), &[&request_id, &master_id])
+                    .await?
+                    .get(0);
+                if !ours {
+                    return Ok(Owned::ClaimLost);
+                }
+                tx.execute(
+                    "UPDATE buildmaster_private.steps SET started_at = now(), state_string = 'running'
+                      WHERE id = $1 AND started_at IS NULL",
+                    &[&step_id],
+                )
+                .await?;
+                tx.execute(
+                    "UPDATE buildmaster_private.builds b SET state_string = 'running ' || s.name
+                       FROM buildmaster_private.steps s WHERE s.id = $1 AND b.id = s.build_id",
+                    &[&step_id],
+                )
+                .await?;
+                Ok(Owned::Yes(()))
+            })
+        })
+        .await
+    }
+
+    /// Records a step's end (or its skipping). Idempotent.
+    ///
+    /// Fails when the database is unreachable within `budget`.
+    pub async fn step_finish(
+        &self,
+        step_id: i64,
+        results: i16,
+        state_string: &str,
+        budget: Budget,
+    ) -> Result<(), StoreError> {
+        self.unit("step_finish", budget, |tx| {
+            let state_string = state_string.to_owned();
+            Box::pin(async move {
+                tx.execute(
+                    "UPDATE buildmaster_private.steps
+                        SET started_at = coalesce(started_at, now()), finished_at = now(),
+                            results = $2, state_string = $3
+                      WHERE id = $1 AND finished_at IS NULL",
+                    &[&step_id, &results, &state_string],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Finishes a build, completes its request (if still ours) and, when it
+    /// was the last, its buildset. Idempotent.
+    ///
+    /// Fails when the database is unreachable within `budget`.
+    pub async fn build_finish(
+        &self,
+        build_id: i64,
+        request_id: i64,
+        master_id: i64,
+        results: i16,
+        state_string: &str,
+        budget: Budget,
+    ) -> Result<Owned<()>, StoreError> {
+        self.unit("build_finish", budget, |tx| {
+            let state_string = state_string.to_owned();
+            Box::pin(async move {
+                tx.execute(
+                    "UPDATE buildmaster_private.builds SET finished_at = now(), results = $2, state_string = $3
+                      WHERE id = $1 AND finished_at IS NULL",
+                    &[&build_id, &results, &state_string],
+                )
+                .await?;
+                let completed = tx
+                    .query_opt(
+                        "UPDATE buildmaster_private.build_requests
+                            SET state = 'completed', completed_at = now(), results = $3
+                          WHERE id = $1 AND claimed_by_master_id = $2 AND state = 'claimed'
+                          RETURNING buildset_id",
+                        &[&request_id, &master_id, &results],
+                    )
+                    .await?;
+                let Some(row) = completed else {
+                    let done: bool = tx
+                        .query_one(
+                            "SELECT state = 'completed' FROM buildmaster_private.build_requests WHERE id = $1",
+                            &[&request_id],
+                        )
+                        .await?
+                        .get(0);
+                    // Completed by an earlier attempt of this very call: fine.
+                    return Ok(if done { Owned::Yes(()) } else { Owned::ClaimLost });
+                };
+                complete_buildset_if_done(tx, row.get(0)).await?;
+                Ok(Owned::Yes(()))
+            })
+        })
+        .await
+    }
+}
+
+/// Completes a buildset whose requests are all finished, with the worst of
+/// their results, and tells the dependent schedulers.
+async fn complete_buildset_if_done(
+    tx: &Tx<'_>,
+    buildset_id: i64,
+) -> Result<(), tokio_postgres::Error> {
+    let completed = tx
+        .execute(
+            "UPDATE buildmaster_private.buildsets bs
+                SET completed_at = now(),
+                    results = (ARRAY[3, 0, 1, 2, 4, 5, 6]::smallint[])[
+                        (SELECT max(array_position(ARRAY[3, 0, 1, 2, 4, 5, 6]::smallint[], r.results))
+                           FROM buildmaster_private.build_requests r WHERE r.buildset_id = bs.id)]
+              WHERE bs.id = $1 AND bs.completed_at IS NULL
+                AND NOT EXISTS (SELECT 1 FROM buildmaster_private.build_requests r
+                                 WHERE r.buildset_id = bs.id AND r.state IN ('pending', 'claimed'))",
+            &[&buildset_id],
+        )
+        .await?;
+    if completed > 0 {
+        tx.execute(
+            "SELECT pg_notify($1, $2::text)",
+            &[&BUILDSETS_CHANNEL, &buildset_id.to_string()],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Returns the claimed requests of `masters` to the queue and finishes their
+/// unfinished builds as retry. Returns (requests, builds).
+pub(super) async fn release_work(
+    tx: &Tx<'_>,
+    masters: &[i64],
+    reason: &str,
+) -> Result<(u64, u64), tokio_postgres::Error> {
+    let builds = tx
+        .execute(
+            "UPDATE buildmaster_private.builds
+                SET finished_at = greatest(now(), started_at), results = 5, state_string = $2
+              WHERE master_id = ANY($1) AND finished_at IS NULL",
+            &[&masters, &reason],
+        )
+        .await?;
+    tx.execute(
+        "UPDATE buildmaster_private.steps s
+            SET started_at = coalesce(s.started_at, now()), finished_at = now(), results = 5,
+                state_string = 'interrupted'
+           FROM buildmaster_private.builds b
+          WHERE s.build_id = b.id AND b.master_id = ANY($1) AND s.finished_at IS NULL",
+        &[&masters],
+    )
+    .await?;
+    let requests = tx
+        .execute(
+            "UPDATE buildmaster_private.build_requests
+                SET state = 'pending', claimed_by_master_id = NULL, claimed_at = NULL, claim_token = NULL
+              WHERE claimed_by_master_id = ANY($1) AND state = 'claimed'",
+            &[&masters],
+        )
+        .await?;
+    if requests > 0 {
+        tx.execute("SELECT pg_notify($1, '')", &[&REQUESTS_CHANNEL])
+            .await?;
+    }
+    Ok((requests, builds))
+}

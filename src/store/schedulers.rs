@@ -1,0 +1,374 @@
+//! Tables `schedulers`, `scheduler_changes` and `scheduler_state`: one step
+//! of a scheduler, run in one transaction under a `FOR UPDATE SKIP LOCKED`
+//! lock of the scheduler's row, so that when several masters share a
+//! database exactly one of them runs a given scheduler at a time. All of a
+//! scheduler's memory is in these rows: a master killed at any moment
+//! leaves nothing behind that the next one cannot pick up.
+//!
+//! Buildsets created here get uuids derived from the decision itself (the
+//! scheduler, the newest change, the due time, the upstream buildset), so a
+//! step retried after an ambiguous commit cannot create a second buildset.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::buildsets::{BuildsetCreated, NewBuildset, SourceStamp, insert_buildset};
+use super::{Budget, Store, StoreError, Tx};
+use crate::config::{CatchUp, NightlySchedule};
+
+/// Namespace of buildset uuids derived from scheduler decisions.
+const SCHEDULER_NAMESPACE: Uuid = Uuid::from_u128(0x1d6e_52a4_0b7c_4f3e_8e21_5c4e_d00d_b10c);
+
+fn decision_uuid(scheduler_id: i64, decision: &str) -> Uuid {
+    Uuid::new_v5(
+        &SCHEDULER_NAMESPACE,
+        format!("{scheduler_id}\n{decision}").as_bytes(),
+    )
+}
+
+/// Which changes a change-driven scheduler accepts.
+#[derive(Debug, Clone)]
+pub struct ChangeFilter {
+    /// Only this branch; `None`: any branch, each built separately.
+    pub branch: Option<String>,
+    /// File-path prefixes; empty: every change.
+    pub files: Vec<String>,
+    /// Seconds without a new change before building.
+    pub tree_stable_s: f64,
+}
+
+impl ChangeFilter {
+    fn accepts(&self, branch: Option<&str>, files: &[String]) -> bool {
+        let branch_ok = match &self.branch {
+            Some(wanted) => branch == Some(wanted.as_str()),
+            None => true,
+        };
+        branch_ok
+            && (self.files.is_empty()
+                || files
+                    .iter()
+                    .any(|f| self.files.iter().any(|p| f.starts_with(p.as_str()))))
+    }
+}
+
+/// A clock-driven scheduler's rule.
+#[derive(Debug, Clone)]
+pub enum Timer {
+    /// Every so many seconds.
+    Periodic(f64),
+    /// Cron in a time zone, with a catch-up rule.
+    Nightly(Box<NightlySchedule>, CatchUp),
+}
+
+impl Timer {
+    fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            Timer::Periodic(seconds) => {
+                Some(t + chrono::Duration::milliseconds((seconds * 1000.0) as i64))
+            }
+            Timer::Nightly(schedule, _) => schedule.next_after(t),
+        }
+    }
+}
+
+/// Locks the scheduler's row; `None` when another master holds it.
+async fn lock_scheduler(
+    tx: &Tx<'_>,
+    scheduler_id: i64,
+) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+    tx.query_opt(
+        "SELECT last_change_id, next_run_at, now(), enabled FROM buildmaster_private.schedulers
+          WHERE id = $1 FOR UPDATE SKIP LOCKED",
+        &[&scheduler_id],
+    )
+    .await
+}
+
+impl Store {
+    /// One step of a change-driven scheduler (single-branch, any-branch):
+    /// take in the changes recorded since its last step, then build every
+    /// branch whose newest accepted change is older than `tree_stable_s`.
+    ///
+    /// Fails when the database is unreachable within `budget`.
+    pub async fn scheduler_changes_step(
+        &self,
+        scheduler_id: i64,
+        name: &str,
+        filter: &ChangeFilter,
+        builders: &[String],
+        budget: Budget,
+    ) -> Result<Vec<BuildsetCreated>, StoreError> {
+        self.unit("scheduler_changes_step", budget, |tx| {
+            let (name, filter, builders) = (name.to_owned(), filter.clone(), builders.to_vec());
+            Box::pin(async move {
+                let Some(row) = lock_scheduler(tx, scheduler_id).await? else {
+                    return Ok(Vec::new());
+                };
+                let last_change_id: i64 = row.get(0);
+                if !row.get::<_, bool>(3) {
+                    return Ok(Vec::new());
+                }
+                let changes = tx
+                    .query(
+                        "SELECT c.id, c.branch,
+                                coalesce(array_agg(f.filename) FILTER (WHERE f.filename IS NOT NULL), '{}')
+                           FROM buildmaster_private.changes c
+                           LEFT JOIN buildmaster_private.change_files f ON f.change_id = c.id
+                          WHERE c.id > $1
+                          GROUP BY c.id ORDER BY c.id LIMIT 1000",
+                        &[&last_change_id],
+                    )
+                    .await?;
+                let mut newest_seen = last_change_id;
+                for change in &changes {
+                    let id: i64 = change.get(0);
+                    let branch: Option<String> = change.get(1);
+                    let files: Vec<String> = change.get(2);
+                    newest_seen = newest_seen.max(id);
+                    if filter.accepts(branch.as_deref(), &files) {
+                        tx.execute(
+                            "INSERT INTO buildmaster_private.scheduler_changes (scheduler_id, change_id)
+                             VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                            &[&scheduler_id, &id],
+                        )
+                        .await?;
+                    }
+                }
+                if newest_seen != last_change_id {
+                    tx.execute(
+                        "UPDATE buildmaster_private.schedulers SET last_change_id = $2 WHERE id = $1",
+                        &[&scheduler_id, &newest_seen],
+                    )
+                    .await?;
+                }
+                // Branches whose tree has been stable long enough, judged on
+                // the database's clock from when the changes were recorded.
+                let ready = tx
+                    .query(
+                        "SELECT c.branch, max(c.id), array_agg(c.id ORDER BY c.id)
+                           FROM buildmaster_private.scheduler_changes sc
+                           JOIN buildmaster_private.changes c ON c.id = sc.change_id
+                          WHERE sc.scheduler_id = $1
+                          GROUP BY c.branch
+                         HAVING max(c.created_at) + make_interval(secs => $2) <= now()",
+                        &[&scheduler_id, &filter.tree_stable_s],
+                    )
+                    .await?;
+                let mut created = Vec::new();
+                for group in ready {
+                    let branch: Option<String> = group.get(0);
+                    let newest: i64 = group.get(1);
+                    let change_ids: Vec<i64> = group.get(2);
+                    let head = tx
+                        .query_one(
+                            "SELECT repository, project, revision FROM buildmaster_private.changes WHERE id = $1",
+                            &[&newest],
+                        )
+                        .await?;
+                    let buildset = NewBuildset {
+                        uuid: decision_uuid(scheduler_id, &format!("changes {branch:?} up to {newest}")),
+                        reason: format!(
+                            "{name}: {} change{} on {}",
+                            change_ids.len(),
+                            if change_ids.len() == 1 { "" } else { "s" },
+                            branch.as_deref().unwrap_or("the default branch")
+                        ),
+                        scheduler_id: Some(scheduler_id),
+                        sourcestamp: SourceStamp {
+                            repository: head.get(0),
+                            project: head.get(1),
+                            branch: branch.clone(),
+                            revision: head.get(2),
+                        },
+                        change_ids: change_ids.clone(),
+                        builders: builders.clone(),
+                        ..NewBuildset::default()
+                    };
+                    created.push(insert_buildset(tx, &buildset).await?);
+                    tx.execute(
+                        "DELETE FROM buildmaster_private.scheduler_changes
+                          WHERE scheduler_id = $1 AND change_id = ANY($2)",
+                        &[&scheduler_id, &change_ids],
+                    )
+                    .await?;
+                }
+                Ok(created)
+            })
+        })
+        .await
+    }
+
+    /// One step of a clock-driven scheduler (periodic, nightly): on first
+    /// use, set the next run; when it is due, build once and set the next
+    /// run after now. Runs missed while no master ran are built once
+    /// (catch-up `once`) or skipped (catch-up `skip`).
+    ///
+    /// Fails when the database is unreachable within `budget`.
+    pub async fn scheduler_timer_step(
+        &self,
+        scheduler_id: i64,
+        name: &str,
+        timer: &Timer,
+        branch: Option<&str>,
+        builders: &[String],
+        budget: Budget,
+    ) -> Result<Option<BuildsetCreated>, StoreError> {
+        self.unit("scheduler_timer_step", budget, |tx| {
+            let (name, timer, branch, builders) = (
+                name.to_owned(),
+                timer.clone(),
+                branch.map(str::to_owned),
+                builders.to_vec(),
+            );
+            Box::pin(async move {
+                let Some(row) = lock_scheduler(tx, scheduler_id).await? else {
+                    return Ok(None);
+                };
+                let next_run_at: Option<DateTime<Utc>> = row.get(1);
+                let now: DateTime<Utc> = row.get(2);
+                let enabled: bool = row.get(3);
+                let set_next = |next: Option<DateTime<Utc>>| async move {
+                    tx.execute(
+                        "UPDATE buildmaster_private.schedulers SET next_run_at = $2 WHERE id = $1",
+                        &[&scheduler_id, &next],
+                    )
+                    .await
+                };
+                let Some(due) = next_run_at else {
+                    set_next(timer.next_after(now)).await?;
+                    return Ok(None);
+                };
+                if due > now {
+                    return Ok(None);
+                }
+                // A run is due. If more than one was missed, the catch-up
+                // rule decides; in any case the next run is the first after now.
+                let missed_more = timer.next_after(due).is_some_and(|second| second <= now);
+                set_next(timer.next_after(now)).await?;
+                let skip = matches!(timer, Timer::Nightly(_, CatchUp::Skip)) && missed_more;
+                if !enabled || skip {
+                    return Ok(None);
+                }
+                let reason = if missed_more {
+                    format!(
+                        "{name}: catching up on runs missed since {}",
+                        due.to_rfc3339()
+                    )
+                } else {
+                    format!("{name}: scheduled run of {}", due.to_rfc3339())
+                };
+                let buildset = NewBuildset {
+                    uuid: decision_uuid(scheduler_id, &format!("due {}", due.to_rfc3339())),
+                    reason,
+                    scheduler_id: Some(scheduler_id),
+                    sourcestamp: SourceStamp {
+                        branch,
+                        ..SourceStamp::default()
+                    },
+                    builders,
+                    ..NewBuildset::default()
+                };
+                Ok(Some(insert_buildset(tx, &buildset).await?))
+            })
+        })
+        .await
+    }
+
+    /// One step of a dependent scheduler: a buildset, with the same source
+    /// stamp, for every buildset of `upstream_id` that finished with success
+    /// or warnings since the last step. On first use it starts from now:
+    /// earlier upstream history is not rebuilt.
+    ///
+    /// Fails when the database is unreachable within `budget`.
+    pub async fn scheduler_dependent_step(
+        &self,
+        scheduler_id: i64,
+        name: &str,
+        upstream_id: i64,
+        builders: &[String],
+        budget: Budget,
+    ) -> Result<Vec<BuildsetCreated>, StoreError> {
+        self.unit("scheduler_dependent_step", budget, |tx| {
+            let (name, builders) = (name.to_owned(), builders.to_vec());
+            Box::pin(async move {
+                if lock_scheduler(tx, scheduler_id).await?.is_none() {
+                    return Ok(Vec::new());
+                }
+                let last: Option<i64> = tx
+                    .query_opt(
+                        "SELECT (value #>> '{}')::bigint FROM buildmaster_private.scheduler_state
+                          WHERE scheduler_id = $1 AND key = 'last_upstream_buildset_id'",
+                        &[&scheduler_id],
+                    )
+                    .await?
+                    .map(|r| r.get(0));
+                let save = |id: i64| async move {
+                    tx.execute(
+                        "INSERT INTO buildmaster_private.scheduler_state (scheduler_id, key, value)
+                         VALUES ($1, 'last_upstream_buildset_id', to_jsonb($2::bigint))
+                         ON CONFLICT (scheduler_id, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+                        &[&scheduler_id, &id],
+                    )
+                    .await
+                };
+                let Some(last) = last else {
+                    let newest: i64 = tx
+                        .query_one(
+                            "SELECT coalesce(max(id), 0) FROM buildmaster_private.buildsets
+                              WHERE scheduler_id = $1 AND completed_at IS NOT NULL",
+                            &[&upstream_id],
+                        )
+                        .await?
+                        .get(0);
+                    save(newest).await?;
+                    return Ok(Vec::new());
+                };
+                // Upstream buildsets finish out of order: take them in id
+                // order and stop at the first one still running.
+                let upstream = tx
+                    .query(
+                        "SELECT bs.id, bs.completed_at IS NOT NULL, coalesce(bs.results IN (0, 1), false),
+                                ss.repository, ss.project, ss.branch, ss.revision
+                           FROM buildmaster_private.buildsets bs
+                           LEFT JOIN buildmaster_private.sourcestamps ss ON ss.buildset_id = bs.id AND ss.codebase = ''
+                          WHERE bs.scheduler_id = $1 AND bs.id > $2
+                          ORDER BY bs.id LIMIT 100",
+                        &[&upstream_id, &last],
+                    )
+                    .await?;
+                let mut created = Vec::new();
+                let mut advanced_to = last;
+                for row in upstream {
+                    let id: i64 = row.get(0);
+                    if !row.get::<_, bool>(1) {
+                        break;
+                    }
+                    advanced_to = id;
+                    if !row.get::<_, bool>(2) {
+                        continue;
+                    }
+                    let buildset = NewBuildset {
+                        uuid: decision_uuid(scheduler_id, &format!("after buildset {id}")),
+                        reason: format!("{name}: upstream buildset {id} succeeded"),
+                        scheduler_id: Some(scheduler_id),
+                        parent_buildset_id: Some(id),
+                        sourcestamp: SourceStamp {
+                            repository: row.get::<_, Option<String>>(3).unwrap_or_default(),
+                            project: row.get::<_, Option<String>>(4).unwrap_or_default(),
+                            branch: row.get(5),
+                            revision: row.get(6),
+                        },
+                        builders: builders.clone(),
+                        ..NewBuildset::default()
+                    };
+                    created.push(insert_buildset(tx, &buildset).await?);
+                }
+                if advanced_to != last {
+                    save(advanced_to).await?;
+                }
+                Ok(created)
+            })
+        })
+        .await
+    }
+}
