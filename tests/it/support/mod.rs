@@ -406,17 +406,40 @@ pub struct TestMaster {
 }
 
 impl TestMaster {
+    /// Starts a master on `url` with the build configuration `toml` (the
+    /// `[[workers]]`, `[[builders]]`, `[[schedulers]]` tables), then
+    /// `adjust`, and waits until it is ready.
+    pub async fn start_with(
+        url: &str,
+        toml: &str,
+        adjust: impl FnOnce(&mut buildmaster::settings::Settings),
+    ) -> TestMaster {
+        let settings =
+            buildmaster::settings::Settings::parse(toml, None).expect("test configuration");
+        TestMaster::start_settings(url, settings, adjust).await
+    }
+
     /// Starts a master on `url` with `adjust` applied to default settings,
     /// and waits until it is ready.
     pub async fn start(
         url: &str,
         adjust: impl FnOnce(&mut buildmaster::settings::Settings),
     ) -> TestMaster {
+        TestMaster::start_settings(url, buildmaster::settings::Settings::default(), adjust).await
+    }
+
+    async fn start_settings(
+        url: &str,
+        mut settings: buildmaster::settings::Settings,
+        adjust: impl FnOnce(&mut buildmaster::settings::Settings),
+    ) -> TestMaster {
         use buildmaster::master::{DatabaseSource, Master};
-        let mut settings = buildmaster::settings::Settings::default();
         settings.http.listen = "127.0.0.1:0".parse().unwrap();
         settings.master.name = Some(format!("test-master-{}", uuid::Uuid::new_v4().simple()));
         settings.master.heartbeat_interval_s = 0.5;
+        settings.master.poll_interval_s = 0.5;
+        settings.master.work_dir =
+            std::env::temp_dir().join(format!("bm-work-{}", uuid::Uuid::new_v4().simple()));
         adjust(&mut settings);
         let master = Master::build(settings, DatabaseSource::Url(url.to_owned()))
             .await
@@ -455,5 +478,124 @@ impl TestMaster {
             Some(task) => task.await.expect("master task panicked"),
             None => Ok(()),
         }
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A `buildmaster up` process with its own directory and configuration.
+pub struct UpProcess {
+    pub child: std::process::Child,
+    dir: Option<tempfile::TempDir>,
+    pub port: u16,
+}
+
+impl UpProcess {
+    /// Starts `buildmaster up` against `url` with `config` (TOML, without
+    /// `[http]`, which is added) in a fresh directory; waits until ready.
+    pub async fn start(url: &str, config: &str) -> UpProcess {
+        let dir = tempfile::tempdir().unwrap();
+        UpProcess::start_in(url, config, dir).await
+    }
+
+    /// Like `start`, in `dir` (to restart a master with its state).
+    pub async fn start_in(url: &str, config: &str, dir: tempfile::TempDir) -> UpProcess {
+        let port = free_port();
+        std::fs::write(
+            dir.path().join("buildmaster.toml"),
+            format!("[http]\nlisten = \"127.0.0.1:{port}\"\n{config}"),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("master.log")).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_buildmaster"))
+            .args(["up", "--database-url", url])
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env_remove("BUILDMASTER_CONFIG")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning buildmaster up");
+        let process = UpProcess {
+            child,
+            dir: Some(dir),
+            port,
+        };
+        let client = reqwest::Client::new();
+        let ready = format!("http://127.0.0.1:{port}/readyz");
+        eventually("the master to be ready", Duration::from_secs(30), || {
+            let (client, ready) = (client.clone(), ready.clone());
+            async move {
+                let r = client.get(&ready).send().await.ok()?;
+                (r.status() == 200).then_some(())
+            }
+        })
+        .await;
+        process
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir
+            .as_ref()
+            .map(|d| d.path())
+            .unwrap_or(std::path::Path::new("/nonexistent"))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir().join("master.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, and wait for the process to be gone; returns the directory.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dir.take().expect("directory")
+    }
+
+    /// SIGINT and wait (up to 30 s) for a clean exit.
+    pub fn interrupt(mut self) -> std::process::ExitStatus {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("master did not stop within 30 s of SIGINT:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for UpProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
