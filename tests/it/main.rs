@@ -8,6 +8,7 @@ mod api_changes;
 mod cli;
 mod contract;
 mod master_up;
+mod multi_master;
 mod scheduling;
 mod schema;
 mod store_restarts;
