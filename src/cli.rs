@@ -50,6 +50,10 @@ pub enum Command {
     /// Apply pending migrations and the published views, print what was
     /// applied, and exit.
     Migrate(OneShotArgs),
+    /// Send a source change to a running master (like `buildbot sendchange`).
+    Sendchange(SendchangeArgs),
+    /// Ask a running master to build a builder now.
+    Force(ForceArgs),
     /// The published views (schema buildmaster_v1): check a database
     /// against this release's snapshot, or generate the snapshot and the
     /// reference documentation.
@@ -71,6 +75,105 @@ pub enum ContractCommand {
     /// Print the contract snapshot of a database; the repository keeps it in
     /// views/contract.snapshot. Updating that file is a deliberate act.
     Snapshot(OneShotArgs),
+}
+
+/// How to reach a running master.
+#[derive(Debug, Args)]
+pub struct MasterArgs {
+    /// The master's base URL.
+    #[arg(
+        long,
+        env = "BUILDMASTER_URL",
+        default_value = "http://127.0.0.1:8010",
+        value_name = "URL"
+    )]
+    pub master: String,
+
+    /// Write token of the master ([http] write_token), if it has one.
+    #[arg(
+        long,
+        env = "BUILDMASTER_WRITE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+
+    /// Seconds to keep retrying while the master or its database is
+    /// unreachable (the same request is retried under one Idempotency-Key,
+    /// so it is recorded at most once).
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub wait: f64,
+}
+
+/// Flags of `sendchange`.
+#[derive(Debug, Args)]
+pub struct SendchangeArgs {
+    /// The master.
+    #[command(flatten)]
+    pub master: MasterArgs,
+    /// Branch of the change.
+    #[arg(long, short = 'b')]
+    pub branch: Option<String>,
+    /// Revision (commit id).
+    #[arg(long, short = 'r')]
+    pub revision: Option<String>,
+    /// Author. Default: $USER.
+    #[arg(long, short = 'W', alias = "who", env = "USER", hide_env_values = true)]
+    pub author: Option<String>,
+    /// Commit message.
+    #[arg(long, short = 'm', default_value = "")]
+    pub comments: String,
+    /// Repository URL or name.
+    #[arg(long, default_value = "")]
+    pub repository: String,
+    /// Project.
+    #[arg(long, default_value = "")]
+    pub project: String,
+    /// Category.
+    #[arg(long)]
+    pub category: Option<String>,
+    /// When the change was made: RFC 3339 time or Unix seconds. Default: now.
+    #[arg(long)]
+    pub when: Option<String>,
+    /// A property, NAME=VALUE (repeatable).
+    #[arg(long = "property", short = 'p', value_name = "NAME=VALUE", value_parser = parse_property)]
+    pub properties: Vec<(String, String)>,
+    /// Files touched.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<String>,
+}
+
+/// Flags of `force`.
+#[derive(Debug, Args)]
+pub struct ForceArgs {
+    /// The master.
+    #[command(flatten)]
+    pub master: MasterArgs,
+    /// The builder to build.
+    #[arg(value_name = "BUILDER")]
+    pub builder: String,
+    /// Why (shown in the buildset).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Branch to build.
+    #[arg(long, short = 'b')]
+    pub branch: Option<String>,
+    /// Revision to build.
+    #[arg(long, short = 'r')]
+    pub revision: Option<String>,
+    /// Priority of the request (higher first).
+    #[arg(long, default_value_t = 0)]
+    pub priority: i32,
+    /// A property, NAME=VALUE (repeatable).
+    #[arg(long = "property", short = 'p', value_name = "NAME=VALUE", value_parser = parse_property)]
+    pub properties: Vec<(String, String)>,
+}
+
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not NAME=VALUE")),
+    }
 }
 
 /// Where the database is.

@@ -3,7 +3,9 @@
 //!
 //! Module map (one line each: what it owns):
 //!
-//! - [`cli`]: command-line flags and subcommands (`up`, `migrate`).
+//! - [`cli`]: command-line flags and subcommands (`up`, `migrate`, `contract`,
+//!   `sendchange`, `force`).
+//! - [`client`]: the client side of `sendchange` and `force`.
 //! - [`settings`]: the TOML configuration, layered under environment and flags.
 //! - [`config`]: the build configuration (workers, builders, steps,
 //!   schedulers) and its cross-reference checks.
@@ -31,6 +33,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod contract;
 pub mod dispatch;

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use buildmaster::cli::{Cli, Command, ContractCommand, OneShotArgs, UpArgs};
+use buildmaster::cli::{
+    Cli, Command, ContractCommand, ForceArgs, OneShotArgs, SendchangeArgs, UpArgs,
+};
 use buildmaster::embedded::EmbeddedDb;
 use buildmaster::master::{DatabaseSource, Master};
 use buildmaster::settings::Settings;
@@ -38,6 +40,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // The client commands talk to a master; they need no configuration.
+    match cli.command {
+        Command::Sendchange(args) => return sendchange(args).await,
+        Command::Force(args) => return force(args).await,
+        _ => {}
+    }
     let (mut settings, config_path) = Settings::load(cli.config.as_deref())?;
     if let Some(path) = &config_path {
         tracing::info!(config = %path.display(), "configuration loaded");
@@ -46,6 +54,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => up(&mut settings, args).await,
         Command::Migrate(args) => migrate_command(&mut settings, args).await,
         Command::Contract(command) => contract_command(&mut settings, command).await,
+        Command::Sendchange(_) | Command::Force(_) => Ok(()),
     }
 }
 
@@ -180,6 +189,53 @@ async fn contract_command(settings: &mut Settings, command: ContractCommand) -> 
             );
         }
     }
+    Ok(())
+}
+
+fn properties(pairs: &[(String, String)]) -> serde_json::Map<String, serde_json::Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect()
+}
+
+async fn sendchange(args: SendchangeArgs) -> anyhow::Result<()> {
+    let mut body = serde_json::json!({
+        "author": args.author.unwrap_or_else(|| "unknown".to_owned()),
+        "comments": args.comments,
+        "repository": args.repository,
+        "project": args.project,
+        "branch": args.branch,
+        "revision": args.revision,
+        "category": args.category,
+        "files": args.files,
+        "properties": properties(&args.properties),
+    });
+    if let Some(when) = args.when {
+        body["when"] = match when.parse::<f64>() {
+            Ok(seconds) => serde_json::json!(seconds),
+            Err(_) => serde_json::json!(when),
+        };
+    }
+    let answer = buildmaster::client::post(&args.master, "/api/v1/changes", &body).await?;
+    println!("change recorded: {}", answer["change_id"]);
+    Ok(())
+}
+
+async fn force(args: ForceArgs) -> anyhow::Result<()> {
+    let body = serde_json::json!({
+        "reason": args.reason,
+        "branch": args.branch,
+        "revision": args.revision,
+        "priority": args.priority,
+        "properties": properties(&args.properties),
+    });
+    let path = format!("/api/v1/builders/{}/force", args.builder);
+    let answer = buildmaster::client::post(&args.master, &path, &body).await?;
+    println!(
+        "build forced: buildset {}, build requests {}",
+        answer["buildset_id"], answer["build_request_ids"]
+    );
     Ok(())
 }
 

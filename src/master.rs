@@ -148,6 +148,7 @@ impl Master {
             store.clone(),
             name.clone(),
             write_token,
+            settings.hooks.clone(),
             settings.request_deadline(),
         );
 

@@ -28,6 +28,8 @@ pub struct Settings {
     pub master: MasterSettings,
     /// `[embedded]`
     pub embedded: EmbeddedSettings,
+    /// `[hooks]`
+    pub hooks: HooksSettings,
     /// `[[workers]]`
     pub workers: Vec<WorkerConfig>,
     /// `[[builders]]`
@@ -113,6 +115,16 @@ impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(***)")
     }
+}
+
+/// `[hooks]`: push webhooks; each is enabled by setting its secret.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HooksSettings {
+    /// Secret of the GitHub webhook (`POST /hooks/github`).
+    pub github_secret: Option<Secret>,
+    /// Secret token of the GitLab webhook (`POST /hooks/gitlab`).
+    pub gitlab_token: Option<Secret>,
 }
 
 /// `[master]`: this master process.

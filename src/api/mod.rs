@@ -2,6 +2,8 @@
 //!
 //! - `POST /api/v1/changes`: record a source change ([`changes`]).
 //! - `POST /api/v1/builders/{name}/force`: build a builder now ([`force`]).
+//! - `POST /hooks/github`, `POST /hooks/gitlab`: push webhooks ([`hooks`]),
+//!   authenticated by their own secrets.
 //!
 //! Write endpoints need [`auth::WriteAccess`] and honour `Idempotency-Key`
 //! ([`idempotency`]).
@@ -15,6 +17,7 @@ pub mod auth;
 pub mod changes;
 pub mod error;
 pub mod force;
+pub mod hooks;
 pub mod idempotency;
 pub mod json;
 
@@ -29,7 +32,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::settings::Settings;
+use crate::settings::{HooksSettings, Settings};
 use crate::store::migrate::{expected_version, schema_version};
 use crate::store::topology::TopologyIds;
 use crate::store::{Budget, Store};
@@ -48,6 +51,8 @@ struct ApiInner {
     master_name: String,
     /// Bearer token required by write endpoints; `None`: loopback only.
     write_token: Option<String>,
+    /// Webhook secrets.
+    hooks: HooksSettings,
     /// How long a request waits for an unreachable database.
     request_deadline: Duration,
     /// Set once start-up migrations have been applied by this process.
@@ -62,6 +67,7 @@ impl ApiState {
         store: Store,
         master_name: String,
         write_token: Option<String>,
+        hooks: HooksSettings,
         request_deadline: Duration,
     ) -> ApiState {
         ApiState {
@@ -69,6 +75,7 @@ impl ApiState {
                 store,
                 master_name,
                 write_token,
+                hooks,
                 request_deadline,
                 migrated: AtomicBool::new(false),
                 topology: OnceLock::new(),
@@ -84,6 +91,11 @@ impl ApiState {
     /// The write token, if one is configured.
     pub fn write_token(&self) -> Option<&str> {
         self.inner.write_token.as_deref()
+    }
+
+    /// The webhook secrets.
+    pub fn hooks(&self) -> &HooksSettings {
+        &self.inner.hooks
     }
 
     /// How long a request waits for the database before answering 503.
@@ -113,6 +125,8 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/api/v1/changes", post(changes::post_change))
         .route("/api/v1/builders/{name}/force", post(force::force_builder))
+        .route("/hooks/github", post(hooks::github))
+        .route("/hooks/gitlab", post(hooks::gitlab))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

@@ -74,6 +74,28 @@ impl Store {
         .await
     }
 
+    /// Records several changes (a push) in one transaction, once per uuid
+    /// each.
+    ///
+    /// Fails when the database is unreachable within `budget`.
+    pub async fn change_insert_many(
+        &self,
+        changes: &[NewChange],
+        budget: Budget,
+    ) -> Result<Vec<ChangeInserted>, StoreError> {
+        self.unit("change_insert_many", budget, |tx| {
+            let changes = changes.to_vec();
+            Box::pin(async move {
+                let mut inserted = Vec::with_capacity(changes.len());
+                for change in &changes {
+                    inserted.push(insert_change(tx, change).await?);
+                }
+                Ok(inserted)
+            })
+        })
+        .await
+    }
+
     /// Records a change submitted through the API. With an idempotency key,
     /// a repeated submission returns the first answer (and a key reused for
     /// another request is refused); either way nothing is recorded twice.

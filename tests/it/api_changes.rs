@@ -7,7 +7,7 @@ use buildmaster::pgserver::StopMode;
 use buildmaster::settings::Secret;
 use serde_json::{Value, json};
 
-use crate::support::{DedicatedServer, TestDb, TestMaster, connect, count};
+use crate::support::{DedicatedServer, TestDb, TestMaster, connect, count, eventually};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -255,9 +255,24 @@ async fn while_the_database_is_down_a_post_waits_then_answers_503_with_retry_aft
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_posted_through_restarts_are_all_stored_exactly_once() {
+async fn changes_posted_through_restarts_are_all_stored_once_and_every_request_built_once() {
     let server = DedicatedServer::start().await;
-    let master = TestMaster::start(server.url(), |_| {}).await;
+    let config = r#"
+[[workers]]
+name = "local"
+max_builds = 4
+[[builders]]
+name = "unit"
+workers = ["local"]
+[[builders.steps]]
+name = "test"
+command = ["true"]
+[[schedulers]]
+name = "every-branch"
+kind = "any-branch"
+builders = ["unit"]
+"#;
+    let master = TestMaster::start_with(server.url(), config, |_| {}).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let posters: Vec<_> = (0..4)
         .map(|p| {
@@ -272,7 +287,7 @@ async fn changes_posted_through_restarts_are_all_stored_exactly_once() {
                     let revision = format!("{p}-{n}");
                     let response = client
                         .post(&url)
-                        .json(&json!({"author": "poster", "branch": "main", "revision": revision}))
+                        .json(&json!({"author": "poster", "branch": format!("b{p}"), "revision": revision}))
                         .send()
                         .await;
                     match response {
@@ -280,14 +295,10 @@ async fn changes_posted_through_restarts_are_all_stored_exactly_once() {
                             let body: Value = r.json().await.unwrap();
                             acked.push((revision, body["change_id"].as_i64().unwrap()));
                         }
-                        Ok(r) => failures.push(format!(
-                            "{} {}",
-                            r.status(),
-                            r.text().await.unwrap_or_default()
-                        )),
+                        Ok(r) => failures.push(format!("{} {}", r.status(), r.text().await.unwrap_or_default())),
                         Err(e) => failures.push(e.to_string()),
                     }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 (acked, failures)
             })
@@ -295,11 +306,11 @@ async fn changes_posted_through_restarts_are_all_stored_exactly_once() {
         .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     server.restart(StopMode::Fast).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
     server.restart(StopMode::Immediate).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
     server.stop(StopMode::Fast).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
     server.start_again().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.cancel();
@@ -326,8 +337,48 @@ async fn changes_posted_through_restarts_are_all_stored_exactly_once() {
         stored, expected,
         "stored changes differ from acknowledged ones"
     );
+
+    // Every change ends up in exactly one buildset, and every request is
+    // built exactly once.
+    eventually("every buildset to complete", Duration::from_secs(60), || async {
+        let unscheduled = count(
+            server.url(),
+            "SELECT count(*) FROM buildmaster_private.changes c
+              WHERE NOT EXISTS (SELECT 1 FROM buildmaster_private.sourcestamp_changes s WHERE s.change_id = c.id)",
+        )
+        .await;
+        let open = count(server.url(), "SELECT count(*) FROM buildmaster_v1.buildsets WHERE NOT complete").await;
+        (unscheduled == 0 && open == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(
+            server.url(),
+            "SELECT count(*) FROM (SELECT change_id FROM buildmaster_private.sourcestamp_changes
+                                    GROUP BY change_id HAVING count(*) > 1) t"
+        )
+        .await,
+        0,
+        "a change was scheduled twice"
+    );
+    assert_eq!(
+        count(
+            server.url(),
+            "SELECT count(*) FROM buildmaster_v1.build_requests r
+              WHERE (SELECT count(*) FROM buildmaster_v1.builds b WHERE b.build_request_id = r.build_request_id) <> 1"
+        )
+        .await,
+        0,
+        "a request was not built exactly once"
+    );
+    let buildsets = count(
+        server.url(),
+        "SELECT count(*) FROM buildmaster_v1.buildsets",
+    )
+    .await;
     println!(
-        "changes API through 2 restarts and a 3 s stop: {} changes posted, all stored once",
+        "changes API through 2 restarts and a 15 s stop: {} changes posted and stored once, \
+         {buildsets} buildsets, every request built once",
         acked.len()
     );
     master.stop().await.unwrap();

@@ -119,3 +119,121 @@ fn help_lists_the_subcommands() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sendchange_and_force_talk_to_a_running_master() {
+    let db = TestDb::new().await;
+    let config = r#"
+[[workers]]
+name = "local"
+[[builders]]
+name = "unit"
+workers = ["local"]
+[[builders.steps]]
+name = "test"
+command = ["true"]
+[[schedulers]]
+name = "force"
+kind = "force"
+builders = ["unit"]
+"#;
+    let master = crate::support::TestMaster::start_with(&db.url, config, |_| {}).await;
+    let base = master.base.clone();
+    let run = move |args: Vec<String>| {
+        let base = base.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                buildmaster()
+                    .args(&args)
+                    .args(["--master", &base, "--wait", "2"])
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let out = run([
+        "sendchange",
+        "--branch",
+        "main",
+        "--revision",
+        "abc123",
+        "--author",
+        "dev",
+        "-m",
+        "Fix",
+        "-p",
+        "ticket=7",
+        "src/a.rs",
+    ]
+    .map(String::from)
+    .to_vec())
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("change recorded"));
+    let out = run([
+        "force",
+        "unit",
+        "--reason",
+        "release check",
+        "--branch",
+        "main",
+    ]
+    .map(String::from)
+    .to_vec())
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("build forced"));
+    let out = run(["force", "nope"].map(String::from).to_vec()).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no builder named"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        crate::support::count(
+            &db.url,
+            "SELECT count(*) FROM buildmaster_v1.changes WHERE revision = 'abc123' AND properties->>'ticket' = '7'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        crate::support::count(
+            &db.url,
+            "SELECT count(*) FROM buildmaster_v1.buildsets WHERE reason = 'release check'"
+        )
+        .await,
+        1
+    );
+    master.stop().await.unwrap();
+}
+
+#[test]
+fn sendchange_gives_up_with_a_clear_message_when_no_master_answers() {
+    let out = buildmaster()
+        .args([
+            "sendchange",
+            "--master",
+            &format!("http://127.0.0.1:{}", free_port()),
+            "--wait",
+            "1",
+            "-b",
+            "main",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("gave up"), "{stderr}");
+}

@@ -7,6 +7,7 @@ mod support;
 mod api_changes;
 mod cli;
 mod contract;
+mod hooks;
 mod master_up;
 mod multi_master;
 mod scheduling;

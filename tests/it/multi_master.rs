@@ -338,3 +338,57 @@ builders = ["unit"]
     );
     master.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn higher_priority_requests_are_claimed_first() {
+    let db = TestDb::new().await;
+    let master = TestMaster::start_with(
+        &db.url,
+        &config("prio", "sleep 1", 30.0).replace("max_builds = 4", "max_builds = 1"),
+        |_| {},
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let force_with = |priority: i32, reason: &'static str| {
+        client
+            .post(master.url("/api/v1/builders/unit/force"))
+            .json(&serde_json::json!({"priority": priority, "reason": reason}))
+            .send()
+    };
+    assert_eq!(force_with(0, "first").await.unwrap().status(), 201);
+    eventually(
+        "the first build to start",
+        Duration::from_secs(10),
+        || async {
+            (count(&db.url, "SELECT count(*) FROM buildmaster_v1.builds").await == 1).then_some(())
+        },
+    )
+    .await;
+    for (priority, reason) in [(1, "low"), (10, "high"), (5, "middle")] {
+        assert_eq!(force_with(priority, reason).await.unwrap().status(), 201);
+    }
+    eventually("all four builds", Duration::from_secs(20), || async {
+        (count(
+            &db.url,
+            "SELECT count(*) FROM buildmaster_v1.builds WHERE complete",
+        )
+        .await
+            == 4)
+            .then_some(())
+    })
+    .await;
+    let order: Vec<String> = connect(&db.url)
+        .await
+        .query(
+            "SELECT bs.reason FROM buildmaster_v1.builds b JOIN buildmaster_v1.buildsets bs USING (buildset_id)
+              ORDER BY b.number",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(order, ["first", "high", "middle", "low"]);
+    master.stop().await.unwrap();
+}

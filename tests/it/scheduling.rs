@@ -373,3 +373,44 @@ builders = ["deploy"]
     assert_eq!(rows[0].get::<_, String>(1), "success");
     master.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_periodic_scheduler_builds_every_period() {
+    let db = TestDb::new().await;
+    let config = format!(
+        "{BUILDER}
+[[schedulers]]
+name = \"every-2s\"
+kind = \"periodic\"
+period_s = 2
+branch = \"main\"
+builders = [\"unit\"]
+"
+    );
+    let master = TestMaster::start_with(&db.url, &config, |_| {}).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    master.stop().await.unwrap();
+    let runs = count(
+        &db.url,
+        "SELECT count(*) FROM buildmaster_v1.buildsets WHERE branch = 'main'",
+    )
+    .await;
+    assert!(
+        (2..=4).contains(&runs),
+        "expected about 3 runs in 7 s with a 2 s period, got {runs}"
+    );
+    let spacing: f64 = connect(&db.url)
+        .await
+        .query_one(
+            "SELECT min(d) FROM (SELECT extract(epoch FROM submitted_at - lag(submitted_at) OVER (ORDER BY buildset_id))::float8 AS d
+                                   FROM buildmaster_v1.buildsets) t",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        spacing >= 1.9,
+        "runs closer than the period: {spacing:.2} s"
+    );
+}
