@@ -15,7 +15,10 @@
 //!   `/readyz`; JSON errors, write authentication, JSON body extraction.
 //! - [`scheduler`]: the scheduler loop: changes and clocks become buildsets.
 //! - [`dispatch`]: the claim loop: pending requests become builds on free workers.
-//! - [`runner`]: runs one build's steps as subprocesses and records them.
+//! - [`runner`]: runs one build's steps as subprocesses, captures their output,
+//!   stops builds on request.
+//! - [`recorder`]: the ordered, bounded write queue of one build (rides
+//!   through database outages).
 //! - [`maintenance`]: background upkeep: heartbeat, expiry of dead masters.
 //! - [`store`]: the only module with SQL: the pool, the retrying unit of
 //!   work, outage tracking, migrations, one file per table family.
@@ -41,6 +44,7 @@ pub mod embedded;
 pub mod maintenance;
 pub mod master;
 pub mod pgserver;
+pub mod recorder;
 pub mod runner;
 pub mod scheduler;
 pub mod settings;

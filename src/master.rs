@@ -313,7 +313,16 @@ async fn run_master(
         master_id: id,
         work_dir: settings.master.work_dir.clone(),
         shutdown: token.clone(),
+        running: Default::default(),
     };
+    tracker.spawn(crate::runner::stop_watch_loop(
+        store.clone(),
+        id,
+        runner.running.clone(),
+        wakeups.stops.clone(),
+        settings.poll_interval(),
+        token.clone(),
+    ));
     tracker.spawn(dispatch::claim_loop(
         runner,
         settings.workers.clone(),

@@ -2,6 +2,8 @@
 //!
 //! - `POST /api/v1/changes`: record a source change ([`changes`]).
 //! - `POST /api/v1/builders/{name}/force`: build a builder now ([`force`]).
+//! - `POST /api/v1/builds/{id}/stop`, `POST /api/v1/build_requests/{id}/cancel`
+//!   ([`control`]).
 //! - `POST /hooks/github`, `POST /hooks/gitlab`: push webhooks ([`hooks`]),
 //!   authenticated by their own secrets.
 //!
@@ -15,6 +17,7 @@
 
 pub mod auth;
 pub mod changes;
+pub mod control;
 pub mod error;
 pub mod force;
 pub mod hooks;
@@ -125,6 +128,11 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/api/v1/changes", post(changes::post_change))
         .route("/api/v1/builders/{name}/force", post(force::force_builder))
+        .route("/api/v1/builds/{id}/stop", post(control::stop_build))
+        .route(
+            "/api/v1/build_requests/{id}/cancel",
+            post(control::cancel_request),
+        )
         .route("/hooks/github", post(hooks::github))
         .route("/hooks/gitlab", post(hooks::gitlab))
         .route("/healthz", get(healthz))

@@ -3,6 +3,7 @@
 //! still be claimed by this master — so a master whose claim was taken over
 //! learns it at its next write and stops the build.
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::buildsets::{BUILDSETS_CHANNEL, REQUESTS_CHANNEL, SourceStamp};
@@ -45,6 +46,8 @@ pub struct StartedBuild {
     pub number: i32,
     /// Step ids, in order.
     pub step_ids: Vec<i64>,
+    /// The stdio log of each step, in the same order.
+    pub log_ids: Vec<i64>,
     /// What to build.
     pub sourcestamp: SourceStamp,
     /// Buildset properties.
@@ -79,6 +82,7 @@ impl Store {
         step_names: &[(String, bool)],
         budget: Budget,
     ) -> Result<Owned<StartedBuild>, StoreError> {
+        let at = Utc::now();
         self.unit("build_start", budget, |tx| {
             let step_names = step_names.to_vec();
             Box::pin(async move {
@@ -109,15 +113,19 @@ impl Store {
                                 "INSERT INTO buildmaster_private.builds
                                     (build_uuid, builder_id, number, build_request_id, worker_id, master_id,
                                      started_at, state_string)
-                                 VALUES ($1, $2, $3, $4, $5, $6, now(), 'starting') RETURNING id",
-                                &[&build_uuid, &builder_id, &number, &request_id, &worker_id, &master_id],
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'starting') RETURNING id",
+                                &[&build_uuid, &builder_id, &number, &request_id, &worker_id, &master_id, &at],
                             )
                             .await?
                             .get(0);
                         for (n, (name, always_run)) in step_names.iter().enumerate() {
+                            // Each step has one stdio log for its output.
                             tx.execute(
-                                "INSERT INTO buildmaster_private.steps (build_id, number, name, always_run)
-                                 VALUES ($1, $2, $3, $4)",
+                                "WITH step AS (
+                                    INSERT INTO buildmaster_private.steps (build_id, number, name, always_run)
+                                    VALUES ($1, $2, $3, $4) RETURNING id)
+                                 INSERT INTO buildmaster_private.logs (step_id, name, slug, type)
+                                 SELECT id, 'stdio', 'stdio', 's' FROM step",
                                 &[&id, &(n as i32), name, always_run],
                             )
                             .await?;
@@ -125,15 +133,16 @@ impl Store {
                         (id, number)
                     }
                 };
-                let step_ids = tx
+                let steps = tx
                     .query(
-                        "SELECT id FROM buildmaster_private.steps WHERE build_id = $1 ORDER BY number",
+                        "SELECT s.id, l.id FROM buildmaster_private.steps s
+                           JOIN buildmaster_private.logs l ON l.step_id = s.id AND l.slug = 'stdio'
+                          WHERE s.build_id = $1 ORDER BY s.number",
                         &[&id],
                     )
-                    .await?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect();
+                    .await?;
+                let step_ids = steps.iter().map(|r| r.get(0)).collect();
+                let log_ids = steps.iter().map(|r| r.get(1)).collect();
                 let ss = tx
                     .query_opt(
                         "SELECT ss.repository, ss.project, ss.branch, ss.revision
@@ -166,6 +175,7 @@ impl Store {
                     id,
                     number,
                     step_ids,
+                    log_ids,
                     sourcestamp,
                     properties,
                 }))
@@ -182,6 +192,7 @@ impl Store {
         step_id: i64,
         request_id: i64,
         master_id: i64,
+        at: DateTime<Utc>,
         budget: Budget,
     ) -> Result<Owned<()>, StoreError> {
         self.unit("step_start", budget, |tx| {
@@ -194,9 +205,9 @@ impl Store {
                     return Ok(Owned::ClaimLost);
                 }
                 tx.execute(
-                    "UPDATE buildmaster_private.steps SET started_at = now(), state_string = 'running'
+                    "UPDATE buildmaster_private.steps SET started_at = $2, state_string = 'running'
                       WHERE id = $1 AND started_at IS NULL",
-                    &[&step_id],
+                    &[&step_id, &at],
                 )
                 .await?;
                 tx.execute(
@@ -219,6 +230,7 @@ impl Store {
         step_id: i64,
         results: i16,
         state_string: &str,
+        at: DateTime<Utc>,
         budget: Budget,
     ) -> Result<(), StoreError> {
         self.unit("step_finish", budget, |tx| {
@@ -226,10 +238,15 @@ impl Store {
             Box::pin(async move {
                 tx.execute(
                     "UPDATE buildmaster_private.steps
-                        SET started_at = coalesce(started_at, now()), finished_at = now(),
+                        SET started_at = coalesce(started_at, $4), finished_at = greatest($4, started_at),
                             results = $2, state_string = $3
                       WHERE id = $1 AND finished_at IS NULL",
-                    &[&step_id, &results, &state_string],
+                    &[&step_id, &results, &state_string, &at],
+                )
+                .await?;
+                tx.execute(
+                    "UPDATE buildmaster_private.logs SET complete = true WHERE step_id = $1",
+                    &[&step_id],
                 )
                 .await?;
                 Ok(())
@@ -242,6 +259,7 @@ impl Store {
     /// was the last, its buildset. Idempotent.
     ///
     /// Fails when the database is unreachable within `budget`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn build_finish(
         &self,
         build_id: i64,
@@ -249,31 +267,39 @@ impl Store {
         master_id: i64,
         results: i16,
         state_string: &str,
+        at: DateTime<Utc>,
         budget: Budget,
     ) -> Result<Owned<()>, StoreError> {
         self.unit("build_finish", budget, |tx| {
             let state_string = state_string.to_owned();
             Box::pin(async move {
-                tx.execute(
-                    "UPDATE buildmaster_private.builds SET finished_at = now(), results = $2, state_string = $3
-                      WHERE id = $1 AND finished_at IS NULL",
-                    &[&build_id, &results, &state_string],
-                )
-                .await?;
+                // Ownership first: a build whose request was taken over is
+                // left to the master that took it (it ends as retry there).
                 let completed = tx
                     .query_opt(
                         "UPDATE buildmaster_private.build_requests
-                            SET state = 'completed', completed_at = now(), results = $3
+                            SET state = CASE WHEN $3::smallint = 6 THEN 'cancelled' ELSE 'completed' END,
+                                completed_at = greatest($4, claimed_at), results = $3
                           WHERE id = $1 AND claimed_by_master_id = $2 AND state = 'claimed'
                           RETURNING buildset_id",
-                        &[&request_id, &master_id, &results],
+                        &[&request_id, &master_id, &results, &at],
                     )
                     .await?;
+                if completed.is_some() {
+                    tx.execute(
+                        "UPDATE buildmaster_private.builds
+                            SET finished_at = greatest($4, started_at), results = $2, state_string = $3
+                          WHERE id = $1 AND finished_at IS NULL",
+                        &[&build_id, &results, &state_string, &at],
+                    )
+                    .await?;
+                }
                 let Some(row) = completed else {
                     let done: bool = tx
                         .query_one(
-                            "SELECT state = 'completed' FROM buildmaster_private.build_requests WHERE id = $1",
-                            &[&request_id],
+                            "SELECT b.finished_at IS NOT NULL AND b.results = $2
+                               FROM buildmaster_private.builds b WHERE b.id = $1",
+                            &[&build_id, &results],
                         )
                         .await?
                         .get(0);
@@ -287,6 +313,180 @@ impl Store {
         .await
     }
 }
+
+impl Store {
+    /// Appends lines `first_line..=last_line` of a log. Idempotent: the
+    /// chunk's key is (log, first line), so an append retried after an
+    /// ambiguous commit is a no-op.
+    ///
+    /// Fails when the database is unreachable within `budget`.
+    pub async fn log_append(
+        &self,
+        log_id: i64,
+        first_line: i32,
+        last_line: i32,
+        content: &str,
+        budget: Budget,
+    ) -> Result<(), StoreError> {
+        self.unit("log_append", budget, |tx| {
+            let content = content.to_owned();
+            Box::pin(async move {
+                tx.execute(
+                    "INSERT INTO buildmaster_private.log_chunks (log_id, first_line, last_line, content)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (log_id, first_line) DO NOTHING",
+                    &[&log_id, &first_line, &last_line, &content],
+                )
+                .await?;
+                tx.execute(
+                    "UPDATE buildmaster_private.logs SET num_lines = greatest(num_lines, $2 + 1) WHERE id = $1",
+                    &[&log_id, &last_line],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Asks for build `build_id` to stop; the master running it kills it.
+    /// Returns `None` when there is no such build, `Some(false)` when it had
+    /// already finished.
+    ///
+    /// Fails when the database is unreachable within `budget`.
+    pub async fn build_request_stop(
+        &self,
+        build_id: i64,
+        reason: &str,
+        budget: Budget,
+    ) -> Result<Option<bool>, StoreError> {
+        self.unit("build_request_stop", budget, |tx| {
+            let reason = reason.to_owned();
+            Box::pin(async move {
+                let row = tx
+                    .query_opt(
+                        "UPDATE buildmaster_private.builds
+                            SET stop_requested_at = coalesce(stop_requested_at, now()),
+                                stop_reason = coalesce(stop_reason, $2)
+                          WHERE id = $1
+                          RETURNING finished_at IS NULL",
+                        &[&build_id, &reason],
+                    )
+                    .await?;
+                let Some(row) = row else { return Ok(None) };
+                let running: bool = row.get(0);
+                if running {
+                    tx.execute(
+                        "SELECT pg_notify($1, $2::text)",
+                        &[&STOPS_CHANNEL, &build_id.to_string()],
+                    )
+                    .await?;
+                }
+                Ok(Some(running))
+            })
+        })
+        .await
+    }
+
+    /// Builds of master `master_id` that someone asked to stop, with the reason.
+    ///
+    /// Fails when the database is unreachable within `budget`.
+    pub async fn build_stops_pending(
+        &self,
+        master_id: i64,
+        budget: Budget,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        self.unit("build_stops_pending", budget, |tx| {
+            Box::pin(async move {
+                Ok(tx
+                    .query(
+                        "SELECT id, coalesce(stop_reason, 'stopped') FROM buildmaster_private.builds
+                          WHERE master_id = $1 AND finished_at IS NULL AND stop_requested_at IS NOT NULL",
+                        &[&master_id],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1)))
+                    .collect())
+            })
+        })
+        .await
+    }
+
+    /// Cancels build request `request_id`: a pending one at once, a claimed
+    /// one by asking its build to stop.
+    ///
+    /// Fails when the database is unreachable within `budget`.
+    pub async fn build_request_cancel(
+        &self,
+        request_id: i64,
+        reason: &str,
+        budget: Budget,
+    ) -> Result<CancelOutcome, StoreError> {
+        self.unit("build_request_cancel", budget, |tx| {
+            let reason = reason.to_owned();
+            Box::pin(async move {
+                let row = tx
+                    .query_opt(
+                        "SELECT state, buildset_id FROM buildmaster_private.build_requests WHERE id = $1 FOR UPDATE",
+                        &[&request_id],
+                    )
+                    .await?;
+                let Some(row) = row else { return Ok(CancelOutcome::NotFound) };
+                let state: String = row.get(0);
+                match state.as_str() {
+                    "pending" => {
+                        tx.execute(
+                            "UPDATE buildmaster_private.build_requests
+                                SET state = 'cancelled', completed_at = now(), results = 6 WHERE id = $1",
+                            &[&request_id],
+                        )
+                        .await?;
+                        complete_buildset_if_done(tx, row.get(1)).await?;
+                        Ok(CancelOutcome::Cancelled)
+                    }
+                    "claimed" => {
+                        let builds = tx
+                            .query(
+                                "UPDATE buildmaster_private.builds
+                                    SET stop_requested_at = coalesce(stop_requested_at, now()),
+                                        stop_reason = coalesce(stop_reason, $2)
+                                  WHERE build_request_id = $1 AND finished_at IS NULL
+                                  RETURNING id",
+                                &[&request_id, &reason],
+                            )
+                            .await?;
+                        for build in builds {
+                            tx.execute(
+                                "SELECT pg_notify($1, $2::text)",
+                                &[&STOPS_CHANNEL, &build.get::<_, i64>(0).to_string()],
+                            )
+                            .await?;
+                        }
+                        Ok(CancelOutcome::Stopping)
+                    }
+                    other => Ok(CancelOutcome::AlreadyFinished(other.to_owned())),
+                }
+            })
+        })
+        .await
+    }
+}
+
+/// What cancelling a request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// No such request.
+    NotFound,
+    /// It was pending: cancelled now.
+    Cancelled,
+    /// It was being built: the build was asked to stop.
+    Stopping,
+    /// It had already ended in this state.
+    AlreadyFinished(String),
+}
+
+/// Channel notified when a build is asked to stop.
+pub const STOPS_CHANNEL: &str = "buildmaster_stops";
 
 /// Completes a buildset whose requests are all finished, with the worst of
 /// their results, and tells the dependent schedulers.

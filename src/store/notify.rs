@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::Store;
+use super::builds::STOPS_CHANNEL;
 use super::buildsets::{BUILDSETS_CHANNEL, REQUESTS_CHANNEL};
 use super::changes::CHANGES_CHANNEL;
 
@@ -22,6 +23,8 @@ pub struct Wakeups {
     pub changes: Arc<Notify>,
     /// Buildsets completed (dependent schedulers).
     pub buildsets: Arc<Notify>,
+    /// Builds asked to stop (stop watcher).
+    pub stops: Arc<Notify>,
 }
 
 impl Wakeups {
@@ -29,6 +32,7 @@ impl Wakeups {
         self.requests.notify_one();
         self.changes.notify_one();
         self.buildsets.notify_one();
+        self.stops.notify_one();
     }
 
     fn wake(&self, channel: &str) {
@@ -36,6 +40,7 @@ impl Wakeups {
             REQUESTS_CHANNEL => self.requests.notify_one(),
             CHANGES_CHANNEL => self.changes.notify_one(),
             BUILDSETS_CHANNEL => self.buildsets.notify_one(),
+            STOPS_CHANNEL => self.stops.notify_one(),
             _ => {}
         }
     }
@@ -96,7 +101,7 @@ impl Store {
         });
         let listened = client
             .batch_execute(&format!(
-                "LISTEN {REQUESTS_CHANNEL}; LISTEN {CHANGES_CHANNEL}; LISTEN {BUILDSETS_CHANNEL}"
+                "LISTEN {REQUESTS_CHANNEL}; LISTEN {CHANGES_CHANNEL}; LISTEN {BUILDSETS_CHANNEL}; LISTEN {STOPS_CHANNEL}"
             ))
             .await;
         if let Err(error) = listened {

@@ -5,6 +5,7 @@
 mod support;
 
 mod api_changes;
+mod builds;
 mod cli;
 mod contract;
 mod hooks;

@@ -174,22 +174,28 @@ builders = [\"unit\"]
     tokio::time::sleep(Duration::from_millis(500)).await;
     let master = UpProcess::start_in(&db.url, &config, dir).await;
     let client = connect(&db.url).await;
-    let waited: f64 = eventually(
-        "the buildset after the restart",
-        Duration::from_secs(15),
-        || async {
-            let row = client
-                .query_opt(
-                    "SELECT extract(epoch FROM bs.submitted_at - c.created_at)::float8
+    let mut waited = None;
+    for _ in 0..150 {
+        let row = client
+            .query_opt(
+                "SELECT extract(epoch FROM bs.submitted_at - c.created_at)::float8
                    FROM buildmaster_v1.buildsets bs, buildmaster_v1.changes c",
-                    &[],
-                )
-                .await
-                .unwrap()?;
-            Some(row.get(0))
-        },
-    )
-    .await;
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            waited = Some(row.get::<_, f64>(0));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(waited) = waited else {
+        panic!(
+            "no buildset 15 s after the restart; master log:\n{}",
+            master.log()
+        );
+    };
     assert!(
         (4.0..6.0).contains(&waited),
         "built {waited:.2} s after the change, expected ~4 s"

@@ -1,0 +1,276 @@
+//! The ordered write queue of one build.
+//!
+//! The runner never waits for the database: it hands step transitions and
+//! log lines to a [`Recorder`], which batches lines into chunks (flushed
+//! every [`CHUNK_LINES`] lines, [`CHUNK_BYTES`] bytes or [`CHUNK_AGE`],
+//! whichever comes first) and queues everything, in order, to a writer task
+//! that writes through the store — retrying, when the database is away,
+//! until it is back. Timestamps are taken when things happen, not when they
+//! are written, so a build's times stay right through an outage.
+//!
+//! Memory is bounded: the queue holds at most [`QUEUE_EVENTS`] events (so at
+//! most about 16 MiB of log text). When it is full, the runner stops reading
+//! the step's output; the step's process then blocks on its next write once
+//! the pipe's buffer is full, and resumes when the database accepts writes
+//! again. Output is delayed, never dropped.
+//!
+//! Every write is idempotent (log chunks are keyed by log and first line;
+//! transitions only fill empty columns), so a write retried after an
+//! ambiguous commit is harmless. If a write finds that the build's request
+//! is no longer claimed by this master, the writer cancels `claim_lost` and
+//! drops the rest of the queue: another master owns the request now.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::builds::Owned;
+use crate::store::{Budget, Store};
+
+/// Lines per log chunk at most.
+pub const CHUNK_LINES: usize = 1000;
+/// Bytes per log chunk at most (a longer line is cut in pieces).
+pub const CHUNK_BYTES: usize = 64 * 1024;
+/// Age of the oldest unflushed line before its chunk is flushed.
+pub const CHUNK_AGE: Duration = Duration::from_secs(1);
+/// Events queued at most (backpressure beyond).
+pub const QUEUE_EVENTS: usize = 256;
+
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// A line written by the master (the command, an error).
+    Header,
+}
+
+impl Stream {
+    fn prefix(self) -> char {
+        match self {
+            Stream::Stdout => 'o',
+            Stream::Stderr => 'e',
+            Stream::Header => 'h',
+        }
+    }
+}
+
+enum Event {
+    StepStarted {
+        step_id: i64,
+        at: DateTime<Utc>,
+    },
+    Chunk {
+        log_id: i64,
+        first_line: i32,
+        last_line: i32,
+        content: String,
+    },
+    StepFinished {
+        step_id: i64,
+        results: i16,
+        text: String,
+        at: DateTime<Utc>,
+    },
+    BuildFinished {
+        results: i16,
+        text: String,
+        at: DateTime<Utc>,
+    },
+}
+
+/// Identity of the build being recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildIds {
+    /// The build.
+    pub build_id: i64,
+    /// Its request.
+    pub request_id: i64,
+    /// This master.
+    pub master_id: i64,
+}
+
+/// The runner's side of the queue.
+pub struct Recorder {
+    sender: mpsc::Sender<Event>,
+    /// The chunk being filled: log, first line, text, lines, first line's time.
+    pending: Option<(i64, i32, String, usize, Instant)>,
+    /// Next line number per log.
+    next_line: std::collections::HashMap<i64, i32>,
+    /// Cancelled by the writer when the claim is found taken.
+    pub claim_lost: CancellationToken,
+}
+
+/// Starts the writer task; returns the recorder and the task's handle.
+pub fn start(store: Store, ids: BuildIds) -> (Recorder, tokio::task::JoinHandle<()>) {
+    let (sender, receiver) = mpsc::channel(QUEUE_EVENTS);
+    let claim_lost = CancellationToken::new();
+    let writer = tokio::spawn(write_all(store, ids, receiver, claim_lost.clone()));
+    (
+        Recorder {
+            sender,
+            pending: None,
+            next_line: Default::default(),
+            claim_lost,
+        },
+        writer,
+    )
+}
+
+impl Recorder {
+    async fn send(&mut self, event: Event) {
+        // The writer only goes away after `claim_lost`: then nothing more
+        // is to be written.
+        let _ = self.sender.send(event).await;
+    }
+
+    /// A step starts now.
+    pub async fn step_started(&mut self, step_id: i64) {
+        self.send(Event::StepStarted {
+            step_id,
+            at: Utc::now(),
+        })
+        .await;
+    }
+
+    /// A step ended now (its log is flushed first).
+    pub async fn step_finished(&mut self, step_id: i64, results: i16, text: &str) {
+        self.flush().await;
+        self.send(Event::StepFinished {
+            step_id,
+            results,
+            text: text.to_owned(),
+            at: Utc::now(),
+        })
+        .await;
+    }
+
+    /// The build ended now.
+    pub async fn build_finished(&mut self, results: i16, text: &str) {
+        self.flush().await;
+        self.send(Event::BuildFinished {
+            results,
+            text: text.to_owned(),
+            at: Utc::now(),
+        })
+        .await;
+    }
+
+    /// Adds one line (without its newline) to log `log_id`. Text that the
+    /// database cannot store (NUL) is replaced.
+    pub async fn line(&mut self, log_id: i64, stream: Stream, text: &str) {
+        let clean = text.replace('\0', "\u{fffd}");
+        let fits = matches!(&self.pending, Some((log, _, content, lines, _))
+            if *log == log_id && *lines < CHUNK_LINES && content.len() + clean.len() + 2 <= CHUNK_BYTES);
+        if !fits {
+            self.flush().await;
+        }
+        let next = self.next_line.entry(log_id).or_insert(0);
+        let number = *next;
+        *next += 1;
+        match &mut self.pending {
+            Some((_, _, content, lines, _)) => {
+                content.push('\n');
+                content.push(stream.prefix());
+                content.push_str(&clean);
+                *lines += 1;
+            }
+            None => {
+                let mut content = String::with_capacity(clean.len() + 1);
+                content.push(stream.prefix());
+                content.push_str(&clean);
+                self.pending = Some((log_id, number, content, 1, Instant::now()));
+            }
+        }
+    }
+
+    /// Flushes the pending chunk when its oldest line is older than
+    /// [`CHUNK_AGE`]; call it on a timer while a step runs.
+    pub async fn flush_if_old(&mut self) {
+        if matches!(&self.pending, Some((.., since)) if since.elapsed() >= CHUNK_AGE) {
+            self.flush().await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        if let Some((log_id, first_line, content, lines, _)) = self.pending.take() {
+            let last_line = first_line + lines as i32 - 1;
+            self.send(Event::Chunk {
+                log_id,
+                first_line,
+                last_line,
+                content,
+            })
+            .await;
+        }
+    }
+
+    /// Ends the queue; the writer finishes what is queued and stops.
+    pub async fn close(mut self) {
+        self.flush().await;
+    }
+}
+
+async fn write_all(
+    store: Store,
+    ids: BuildIds,
+    mut events: mpsc::Receiver<Event>,
+    claim_lost: CancellationToken,
+) {
+    while let Some(event) = events.recv().await {
+        let outcome = match event {
+            Event::StepStarted { step_id, at } => {
+                store
+                    .step_start(step_id, ids.request_id, ids.master_id, at, Budget::Forever)
+                    .await
+            }
+            Event::Chunk {
+                log_id,
+                first_line,
+                last_line,
+                content,
+            } => store
+                .log_append(log_id, first_line, last_line, &content, Budget::Forever)
+                .await
+                .map(Owned::Yes),
+            Event::StepFinished {
+                step_id,
+                results,
+                text,
+                at,
+            } => store
+                .step_finish(step_id, results, &text, at, Budget::Forever)
+                .await
+                .map(Owned::Yes),
+            Event::BuildFinished { results, text, at } => {
+                store
+                    .build_finish(
+                        ids.build_id,
+                        ids.request_id,
+                        ids.master_id,
+                        results,
+                        &text,
+                        at,
+                        Budget::Forever,
+                    )
+                    .await
+            }
+        };
+        match outcome {
+            Ok(Owned::Yes(())) => {}
+            Ok(Owned::ClaimLost) => {
+                claim_lost.cancel();
+                return;
+            }
+            Err(error) => {
+                // Not an outage (those are retried): a bug or a refusal.
+                // Log it and go on with the rest of the build's record.
+                tracing::error!(build_id = ids.build_id, %error, "recording the build failed");
+            }
+        }
+    }
+}
