@@ -170,6 +170,40 @@ impl RunAs {
         }
     }
 
+    /// Checks that this user can reach `dir`: every ancestor must let it
+    /// search (x). PostgreSQL's own error for this is obscure.
+    ///
+    /// Fails naming the first directory it cannot enter.
+    pub fn check_reachable(&self, dir: &Path) -> Result<(), PgServerError> {
+        use std::os::unix::fs::MetadataExt;
+        for ancestor in dir.ancestors().skip(1) {
+            let Ok(meta) = fs::metadata(ancestor) else {
+                continue;
+            };
+            let mode = meta.mode();
+            let can_enter = if meta.uid() == self.uid.as_raw() {
+                mode & 0o100 != 0
+            } else if meta.gid() == self.gid.as_raw() {
+                mode & 0o010 != 0
+            } else {
+                mode & 0o001 != 0
+            };
+            if !can_enter {
+                return Err(PgServerError::Command {
+                    what: format!("preparing {} for user {}", dir.display(), self.name),
+                    detail: format!(
+                        "PostgreSQL runs as user {} (we are root), which cannot enter {}; \
+                         make it traversable (chmod o+x {}) or choose another data directory",
+                        self.name,
+                        ancestor.display(),
+                        ancestor.display()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Gives `path` to this user.
     pub fn chown(&self, path: &Path) -> Result<(), PgServerError> {
         nix::unistd::chown(path, Some(self.uid), Some(self.gid)).map_err(|errno| {
@@ -256,6 +290,7 @@ impl Cluster {
             fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
         }
         if let Some(user) = &run_as {
+            user.check_reachable(&work_dir)?;
             user.chown(&work_dir)?;
             if let Some(dir) = &socket_dir {
                 user.chown(dir)?;
