@@ -19,6 +19,8 @@
 //!   stops builds on request.
 //! - [`recorder`]: the ordered, bounded write queue of one build (rides
 //!   through database outages).
+//! - [`metrics`]: in-process metrics (durations, log bytes, HTTP requests)
+//!   for `/metrics`.
 //! - [`maintenance`]: background upkeep: heartbeat, expiry of dead masters.
 //! - [`store`]: the only module with SQL: the pool, the retrying unit of
 //!   work, outage tracking, migrations, one file per table family.
@@ -43,6 +45,7 @@ pub mod dispatch;
 pub mod embedded;
 pub mod maintenance;
 pub mod master;
+pub mod metrics;
 pub mod pgserver;
 pub mod recorder;
 pub mod runner;

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::api::{self, ApiState};
 use crate::embedded::EmbeddedDb;
+use crate::metrics::Metrics;
 use crate::runner::RunnerContext;
 use crate::settings::Settings;
 use crate::store::migrate::migrate;
@@ -133,6 +134,7 @@ impl Master {
         } = self;
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let metrics = Metrics::default();
         let write_token = settings
             .http
             .write_token
@@ -150,6 +152,7 @@ impl Master {
             write_token,
             settings.hooks.clone(),
             settings.request_deadline(),
+            metrics.clone(),
         );
 
         let http_token = token.clone();
@@ -188,6 +191,7 @@ impl Master {
             &api_state,
             &token,
             &tracker,
+            &metrics,
         )
         .await;
 
@@ -234,6 +238,7 @@ impl Master {
 
 /// Migrate, register, heartbeat. Returns the master's row id when it got
 /// that far, `None` when shutdown came first.
+#[allow(clippy::too_many_arguments)]
 async fn run_master(
     settings: &Settings,
     name: &str,
@@ -242,6 +247,7 @@ async fn run_master(
     api_state: &ApiState,
     token: &CancellationToken,
     tracker: &TaskTracker,
+    metrics: &Metrics,
 ) -> anyhow::Result<Option<i64>> {
     let report = tokio::select! {
         _ = token.cancelled() => return Ok(None),
@@ -314,6 +320,7 @@ async fn run_master(
         work_dir: settings.master.work_dir.clone(),
         shutdown: token.clone(),
         running: Default::default(),
+        metrics: metrics.clone(),
     };
     tracker.spawn(crate::runner::stop_watch_loop(
         store.clone(),

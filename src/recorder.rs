@@ -16,9 +16,12 @@
 //!
 //! Every write is idempotent (log chunks are keyed by log and first line;
 //! transitions only fill empty columns), so a write retried after an
-//! ambiguous commit is harmless. If a write finds that the build's request
-//! is no longer claimed by this master, the writer cancels `claim_lost` and
-//! drops the rest of the queue: another master owns the request now.
+//! ambiguous commit is harmless. Step transitions are guarded by ownership:
+//! if one finds that the build's request is no longer claimed by this
+//! master, the writer cancels `claim_lost` and drops the rest of the queue
+//! (another master owns the request now). Between steps the runner waits
+//! for the queue to settle (briefly, and only while the database is up), so
+//! a lost claim stops the build before its next step.
 
 use std::time::{Duration, Instant};
 
@@ -60,6 +63,8 @@ impl Stream {
 }
 
 enum Event {
+    /// Answered once everything before it is written.
+    Barrier(tokio::sync::oneshot::Sender<()>),
     StepStarted {
         step_id: i64,
         at: DateTime<Utc>,
@@ -106,10 +111,14 @@ pub struct Recorder {
 }
 
 /// Starts the writer task; returns the recorder and the task's handle.
-pub fn start(store: Store, ids: BuildIds) -> (Recorder, tokio::task::JoinHandle<()>) {
+pub fn start(
+    store: Store,
+    ids: BuildIds,
+    metrics: crate::metrics::Metrics,
+) -> (Recorder, tokio::task::JoinHandle<()>) {
     let (sender, receiver) = mpsc::channel(QUEUE_EVENTS);
     let claim_lost = CancellationToken::new();
-    let writer = tokio::spawn(write_all(store, ids, receiver, claim_lost.clone()));
+    let writer = tokio::spawn(write_all(store, ids, receiver, claim_lost.clone(), metrics));
     (
         Recorder {
             sender,
@@ -158,6 +167,20 @@ impl Recorder {
             at: Utc::now(),
         })
         .await;
+    }
+
+    /// Waits until everything recorded so far is written — at most
+    /// `limit`, and not at all while the database is known to be down (the
+    /// build goes on through an outage). Used between steps so that a lost
+    /// claim is noticed before the next step starts.
+    pub async fn settle(&mut self, store: &Store, limit: Duration) {
+        if store.health().is_down() {
+            return;
+        }
+        self.flush().await;
+        let (reply, done) = tokio::sync::oneshot::channel();
+        self.send(Event::Barrier(reply)).await;
+        let _ = tokio::time::timeout(limit, done).await;
     }
 
     /// Adds one line (without its newline) to log `log_id`. Text that the
@@ -220,6 +243,7 @@ async fn write_all(
     ids: BuildIds,
     mut events: mpsc::Receiver<Event>,
     claim_lost: CancellationToken,
+    metrics: crate::metrics::Metrics,
 ) {
     while let Some(event) = events.recv().await {
         let outcome = match event {
@@ -233,19 +257,37 @@ async fn write_all(
                 first_line,
                 last_line,
                 content,
-            } => store
-                .log_append(log_id, first_line, last_line, &content, Budget::Forever)
-                .await
-                .map(Owned::Yes),
+            } => {
+                let written = store
+                    .log_append(log_id, first_line, last_line, &content, Budget::Forever)
+                    .await;
+                if written.is_ok() {
+                    metrics.log_stored(content.len() + 1);
+                }
+                written.map(Owned::Yes)
+            }
             Event::StepFinished {
                 step_id,
                 results,
                 text,
                 at,
-            } => store
-                .step_finish(step_id, results, &text, at, Budget::Forever)
-                .await
-                .map(Owned::Yes),
+            } => {
+                store
+                    .step_finish(
+                        step_id,
+                        ids.request_id,
+                        ids.master_id,
+                        results,
+                        &text,
+                        at,
+                        Budget::Forever,
+                    )
+                    .await
+            }
+            Event::Barrier(reply) => {
+                let _ = reply.send(());
+                Ok(Owned::Yes(()))
+            }
             Event::BuildFinished { results, text, at } => {
                 store
                     .build_finish(

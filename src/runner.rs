@@ -39,6 +39,8 @@ use crate::store::{Budget, Store};
 /// How long to keep reading a step's output after its process exited
 /// (background processes may hold the pipes open).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// How long the runner waits between steps for the record to be written.
+const SETTLE_BETWEEN_STEPS: Duration = Duration::from_secs(2);
 /// How long a build's record may take to be written at shutdown.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 
@@ -74,6 +76,8 @@ pub struct RunnerContext {
     pub shutdown: CancellationToken,
     /// Stop switches of the running builds.
     pub running: RunningBuilds,
+    /// Durations and log bytes for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// A build to run.
@@ -143,7 +147,7 @@ pub async fn run_build(ctx: &RunnerContext, job: BuildJob) {
         request_id: job.request.id,
         master_id: ctx.master_id,
     };
-    let (mut recorder, writer) = recorder::start(ctx.store.clone(), ids);
+    let (mut recorder, writer) = recorder::start(ctx.store.clone(), ids, ctx.metrics.clone());
     let span = tracing::info_span!("build", builder = %job.builder.name, number = build.number, worker = %job.worker_name);
     let build_id = build.id;
     run_steps(ctx, &job, build, &mut recorder, &stop)
@@ -180,6 +184,7 @@ async fn run_steps(
         request = job.request.id,
         "build started"
     );
+    let build_started = std::time::Instant::now();
     let props = properties(job, &build);
     let env: BTreeMap<String, String> = props
         .iter()
@@ -195,7 +200,13 @@ async fn run_steps(
         .iter()
         .zip(build.step_ids.iter().zip(&build.log_ids));
     for (step, (&step_id, &log_id)) in steps {
+        // Let the record catch up (a lost claim shows here), unless the
+        // database is down: then the build goes on regardless.
+        recorder.settle(&ctx.store, SETTLE_BETWEEN_STEPS).await;
         if ctx.shutdown.is_cancelled() || recorder.claim_lost.is_cancelled() {
+            if recorder.claim_lost.is_cancelled() {
+                tracing::warn!(step = %step.name, "another master took this build's request over; build stopped");
+            }
             return;
         }
         stopped |= stop.token.is_cancelled();
@@ -206,6 +217,7 @@ async fn run_steps(
             continue;
         }
         recorder.step_started(step_id).await;
+        let step_started = std::time::Instant::now();
         // An always_run step after a stop runs to its end (or timeout).
         let stop_token = if stopped {
             CancellationToken::new()
@@ -267,6 +279,8 @@ async fn run_steps(
             }
         };
         tracing::info!(step = %step.name, result = step_result, "{text}");
+        ctx.metrics
+            .step_finished(step_started.elapsed().as_secs_f64());
         recorder.step_finished(step_id, step_result, &text).await;
         let contribution = match step_result {
             results::FAILURE if step.flunk_on_failure => results::FAILURE,
@@ -293,6 +307,8 @@ async fn run_steps(
         _ => "build finished",
     };
     tracing::info!(result = overall, "{text}");
+    ctx.metrics
+        .build_finished(build_started.elapsed().as_secs_f64());
     recorder.build_finished(overall, text).await;
 }
 

@@ -9,6 +9,10 @@
 //!
 //! Write endpoints need [`auth::WriteAccess`] and honour `Idempotency-Key`
 //! ([`idempotency`]).
+//! - `GET /api/v1/builders`, `/builds`, `/builds/{id}/steps`,
+//!   `/logs/{id}/lines`, `/build_requests`, `/changes`, `/workers`,
+//!   `/masters`: reads from the published views ([`reads`]).
+//! - `GET /metrics`: Prometheus text format.
 //! - `GET /healthz`: 200 while the process runs, with the database state
 //!   the master currently believes (`up` or `down`).
 //! - `GET /readyz`: 200 when the database answers within one second and
@@ -23,6 +27,7 @@ pub mod force;
 pub mod hooks;
 pub mod idempotency;
 pub mod json;
+pub mod reads;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -35,6 +40,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::metrics::Metrics;
 use crate::settings::{HooksSettings, Settings};
 use crate::store::migrate::{expected_version, schema_version};
 use crate::store::topology::TopologyIds;
@@ -58,6 +64,8 @@ struct ApiInner {
     hooks: HooksSettings,
     /// How long a request waits for an unreachable database.
     request_deadline: Duration,
+    /// In-process metrics.
+    metrics: Metrics,
     /// Set once start-up migrations have been applied by this process.
     migrated: AtomicBool,
     /// The configuration and the ids of its rows, once synchronised.
@@ -72,6 +80,7 @@ impl ApiState {
         write_token: Option<String>,
         hooks: HooksSettings,
         request_deadline: Duration,
+        metrics: Metrics,
     ) -> ApiState {
         ApiState {
             inner: Arc::new(ApiInner {
@@ -80,6 +89,7 @@ impl ApiState {
                 write_token,
                 hooks,
                 request_deadline,
+                metrics,
                 migrated: AtomicBool::new(false),
                 topology: OnceLock::new(),
             }),
@@ -135,11 +145,106 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         )
         .route("/hooks/github", post(hooks::github))
         .route("/hooks/gitlab", post(hooks::gitlab))
+        .route("/api/v1/builders", get(reads::builders))
+        .route("/api/v1/builders/{name}", get(reads::builder))
+        .route("/api/v1/builds", get(reads::builds))
+        .route("/api/v1/builds/{id}", get(reads::build))
+        .route("/api/v1/builds/{id}/steps", get(reads::build_steps))
+        .route("/api/v1/logs/{id}/lines", get(reads::log_lines))
+        .route("/api/v1/build_requests", get(reads::build_requests))
+        .route("/api/v1/changes", get(reads::changes))
+        .route("/api/v1/workers", get(reads::workers))
+        .route("/api/v1/masters", get(reads::masters))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .with_state(state)
+}
+
+/// Counts every answer by route (the pattern, not the path) and status.
+async fn count_requests(
+    State(state): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    state
+        .inner
+        .metrics
+        .http_request(&route, &method, response.status().as_u16());
+    response
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(State(state): State<ApiState>) -> Response {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let pool = state.inner.store.pool_status();
+    let health = state.inner.store.health().snapshot();
+    let _ = write!(
+        out,
+        "# HELP buildmaster_db_pool_size Connections in the pool.\n# TYPE buildmaster_db_pool_size gauge\n\
+         buildmaster_db_pool_size {}\n\
+         # HELP buildmaster_db_pool_available Idle connections in the pool.\n# TYPE buildmaster_db_pool_available gauge\n\
+         buildmaster_db_pool_available {}\n\
+         # HELP buildmaster_db_pool_waiting Callers waiting for a connection.\n# TYPE buildmaster_db_pool_waiting gauge\n\
+         buildmaster_db_pool_waiting {}\n\
+         # HELP buildmaster_db_up 1 while the database answers, 0 during an outage.\n# TYPE buildmaster_db_up gauge\n\
+         buildmaster_db_up {}\n\
+         # HELP buildmaster_db_outages_total Database outages seen since start-up.\n# TYPE buildmaster_db_outages_total counter\n\
+         buildmaster_db_outages_total {}\n\
+         # HELP buildmaster_db_outage_seconds_total Time spent in database outages.\n# TYPE buildmaster_db_outage_seconds_total counter\n\
+         buildmaster_db_outage_seconds_total {:.3}\n\
+         # HELP buildmaster_unit_retries_total Units of work retried after a connection failure or conflict.\n\
+         # TYPE buildmaster_unit_retries_total counter\n\
+         buildmaster_unit_retries_total {}\n",
+        pool.size,
+        pool.available,
+        pool.waiting,
+        u8::from(!health.down),
+        health.outages,
+        health.outage_seconds,
+        health.retries,
+    );
+    // Queue figures come from the database; during an outage they are left
+    // out rather than reported stale.
+    if let Ok(counts) = state
+        .inner
+        .store
+        .metrics_counts(Budget::For(READY_PROBE_BUDGET))
+        .await
+    {
+        let _ = write!(
+            out,
+            "# HELP buildmaster_build_requests Build requests by state (all masters).\n# TYPE buildmaster_build_requests gauge\n\
+             buildmaster_build_requests{{state=\"pending\"}} {}\n\
+             buildmaster_build_requests{{state=\"claimed\"}} {}\n\
+             # HELP buildmaster_builds_running Builds running (all masters).\n# TYPE buildmaster_builds_running gauge\n\
+             buildmaster_builds_running {}\n",
+            counts.requests_pending, counts.requests_claimed, counts.builds_running
+        );
+    }
+    state.inner.metrics.render(&mut out);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
 }
 
 async fn not_found() -> error::ApiError {

@@ -222,20 +222,31 @@ impl Store {
         .await
     }
 
-    /// Records a step's end (or its skipping). Idempotent.
+    /// Records a step's end (or its skipping), if the request is still
+    /// ours. Idempotent.
     ///
     /// Fails when the database is unreachable within `budget`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn step_finish(
         &self,
         step_id: i64,
+        request_id: i64,
+        master_id: i64,
         results: i16,
         state_string: &str,
         at: DateTime<Utc>,
         budget: Budget,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Owned<()>, StoreError> {
         self.unit("step_finish", budget, |tx| {
             let state_string = state_string.to_owned();
             Box::pin(async move {
+                let ours: bool = tx
+                    .query_one(&format!("SELECT {STILL_OURS}"), &[&request_id, &master_id])
+                    .await?
+                    .get(0);
+                if !ours {
+                    return Ok(Owned::ClaimLost);
+                }
                 tx.execute(
                     "UPDATE buildmaster_private.steps
                         SET started_at = coalesce(started_at, $4), finished_at = greatest($4, started_at),
@@ -249,7 +260,7 @@ impl Store {
                     &[&step_id],
                 )
                 .await?;
-                Ok(())
+                Ok(Owned::Yes(()))
             })
         })
         .await

@@ -21,6 +21,7 @@ pub mod masters;
 pub mod migrate;
 pub mod notify;
 pub mod outage;
+pub mod reads;
 pub mod requests;
 pub mod retry;
 pub mod schedulers;

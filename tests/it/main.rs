@@ -5,6 +5,7 @@
 mod support;
 
 mod api_changes;
+mod api_reads;
 mod builds;
 mod cli;
 mod contract;
