@@ -13,6 +13,7 @@
 //!   `/logs/{id}/lines`, `/build_requests`, `/changes`, `/workers`,
 //!   `/masters`: reads from the published views ([`reads`]).
 //! - `GET /metrics`: Prometheus text format.
+//! - `GET /`, `GET /builds/{id}`: the web status page ([`web`]).
 //! - `GET /healthz`: 200 while the process runs, with the database state
 //!   the master currently believes (`up` or `down`).
 //! - `GET /readyz`: 200 when the database answers within one second and
@@ -28,6 +29,7 @@ pub mod hooks;
 pub mod idempotency;
 pub mod json;
 pub mod reads;
+pub mod web;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -66,6 +68,8 @@ struct ApiInner {
     request_deadline: Duration,
     /// In-process metrics.
     metrics: Metrics,
+    /// What the web page showed last, for outages.
+    page_cache: tokio::sync::Mutex<web::PageCache>,
     /// Set once start-up migrations have been applied by this process.
     migrated: AtomicBool,
     /// The configuration and the ids of its rows, once synchronised.
@@ -90,6 +94,7 @@ impl ApiState {
                 hooks,
                 request_deadline,
                 metrics,
+                page_cache: Default::default(),
                 migrated: AtomicBool::new(false),
                 topology: OnceLock::new(),
             }),
@@ -104,6 +109,11 @@ impl ApiState {
     /// The write token, if one is configured.
     pub fn write_token(&self) -> Option<&str> {
         self.inner.write_token.as_deref()
+    }
+
+    /// The web page's cache.
+    pub fn page_cache(&self) -> &tokio::sync::Mutex<web::PageCache> {
+        &self.inner.page_cache
     }
 
     /// The webhook secrets.
@@ -155,6 +165,8 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/api/v1/changes", get(reads::changes))
         .route("/api/v1/workers", get(reads::workers))
         .route("/api/v1/masters", get(reads::masters))
+        .route("/", get(web::front))
+        .route("/builds/{id}", get(web::build_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -16,3 +16,4 @@ mod scheduling;
 mod schema;
 mod store_restarts;
 mod store_unit;
+mod web;
