@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::ApiState;
 use super::auth::WriteAccess;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::idempotency::{derived_uuid, idempotency_key, replayed};
 use super::json::ApiJson;
 use crate::store::Budget;
@@ -34,7 +34,7 @@ const MAX_COMMENTS: usize = 64 * 1024;
 const MAX_FILES: usize = 10_000;
 
 /// A change as posted.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeRequest {
     /// Who wrote the change.
@@ -55,11 +55,12 @@ pub struct ChangeRequest {
     when: Option<When>,
     #[serde(default)]
     files: Vec<String>,
+    #[schema(value_type = Option<Object>)]
     properties: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A time as RFC 3339 text or Unix seconds.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum When {
     Seconds(f64),
@@ -173,7 +174,25 @@ impl ChangeRequest {
     }
 }
 
-/// The handler.
+/// Record a source change.
+#[utoipa::path(
+    post,
+    path = "/api/v1/changes",
+    tag = "changes",
+    request_body = ChangeRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the first answer")),
+    responses(
+        (status = 201, description = "Recorded", body = Object, example = json!({"change_id": 1})),
+        (status = 400, description = "Not JSON, or a bad header", body = ErrorBody),
+        (status = 401, description = "Write token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Not from loopback and no write token configured", body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused for another request", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not sent as JSON", body = ErrorBody),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
+        (status = 503, description = "Database unreachable past the request deadline", body = ErrorBody),
+    )
+)]
 pub async fn post_change(
     State(state): State<ApiState>,
     _access: WriteAccess,

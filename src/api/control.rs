@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::ApiState;
 use super::auth::WriteAccess;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::json::parse_json;
 use crate::store::Budget;
 use crate::store::builds::CancelOutcome;
@@ -53,7 +53,24 @@ fn parse_id(text: &str, what: &str) -> Result<i64, ApiError> {
         })
 }
 
-/// `POST /api/v1/builds/{id}/stop`
+/// Stop a running build.
+#[utoipa::path(
+    post,
+    path = "/api/v1/builds/{id}/stop",
+    tag = "control",
+    params(("id" = i64, Path, description = "Build id")),
+    request_body(content = Option<Object>, description = r#"Optional: {"reason": "..."}"#),
+    responses(
+        (status = 202, description = "The build is being stopped", body = Object),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 401, description = "Write token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Not from loopback and no write token configured", body = ErrorBody),
+        (status = 404, description = "No such build", body = ErrorBody),
+        (status = 409, description = "Already finished", body = ErrorBody),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
+        (status = 503, description = "Database unreachable", body = ErrorBody),
+    )
+)]
 pub async fn stop_build(
     State(state): State<ApiState>,
     _access: WriteAccess,
@@ -79,7 +96,25 @@ pub async fn stop_build(
     }
 }
 
-/// `POST /api/v1/build_requests/{id}/cancel`
+/// Cancel a build request (stopping its build if it runs).
+#[utoipa::path(
+    post,
+    path = "/api/v1/build_requests/{id}/cancel",
+    tag = "control",
+    params(("id" = i64, Path, description = "Build request id")),
+    request_body(content = Option<Object>, description = r#"Optional: {"reason": "..."}"#),
+    responses(
+        (status = 200, description = "Cancelled (it was pending)", body = Object),
+        (status = 202, description = "Its build is being stopped", body = Object),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 401, description = "Write token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Not from loopback and no write token configured", body = ErrorBody),
+        (status = 404, description = "No such request", body = ErrorBody),
+        (status = 409, description = "Already ended", body = ErrorBody),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
+        (status = 503, description = "Database unreachable", body = ErrorBody),
+    )
+)]
 pub async fn cancel_request(
     State(state): State<ApiState>,
     _access: WriteAccess,

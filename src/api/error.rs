@@ -11,6 +11,17 @@ use crate::store::StoreError;
 /// Seconds a client is told to wait before retrying after a 503.
 pub const RETRY_AFTER_S: u64 = 5;
 
+/// The body of every error answer (for the OpenAPI document).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A short code: bad_request, unauthorized, forbidden, not_found,
+    /// conflict, payload_too_large, unsupported_media_type, invalid,
+    /// database_unavailable, internal.
+    pub error: String,
+    /// What is wrong, in words.
+    pub detail: String,
+}
+
 /// An error answer of the API.
 #[derive(Debug)]
 pub struct ApiError {

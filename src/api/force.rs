@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiState;
 use super::auth::WriteAccess;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::idempotency::{derived_uuid, idempotency_key, replayed};
 use super::json::parse_json;
 use crate::config::SchedulerConfig;
@@ -27,7 +27,7 @@ use crate::store::buildsets::{NewBuildset, SourceStamp};
 use crate::store::idempotency::Submission;
 
 /// A force request.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForceRequest {
     reason: Option<String>,
@@ -40,10 +40,32 @@ pub struct ForceRequest {
     #[serde(default)]
     priority: i32,
     #[serde(default)]
+    #[schema(value_type = Object)]
     properties: BTreeMap<String, serde_json::Value>,
 }
 
-/// The handler.
+/// Build a builder now.
+#[utoipa::path(
+    post,
+    path = "/api/v1/builders/{name}/force",
+    tag = "control",
+    params(
+        ("name" = String, Path, description = "Builder name"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the first answer"),
+    ),
+    request_body(content = Option<ForceRequest>, description = "Optional; an empty body means all defaults"),
+    responses(
+        (status = 201, description = "Buildset created", body = Object),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 401, description = "Write token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Not from loopback and no write token configured", body = ErrorBody),
+        (status = 404, description = "No such builder", body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused for another request", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Invalid fields, or no force scheduler lists the builder", body = ErrorBody),
+        (status = 503, description = "Database unreachable, or the master is starting", body = ErrorBody),
+    )
+)]
 pub async fn force_builder(
     State(state): State<ApiState>,
     _access: WriteAccess,

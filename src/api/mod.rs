@@ -12,6 +12,8 @@
 //! - `GET /api/v1/builders`, `/builds`, `/builds/{id}/steps`,
 //!   `/logs/{id}/lines`, `/build_requests`, `/changes`, `/workers`,
 //!   `/masters`: reads from the published views ([`reads`]).
+//! - `GET /api/v1/openapi.json`: the OpenAPI document, generated from the
+//!   handlers ([`openapi`]).
 //! - `GET /metrics`: Prometheus text format.
 //! - `GET /`, `GET /builds/{id}`: the web status page ([`web`]).
 //! - `GET /healthz`: 200 while the process runs, with the database state
@@ -28,6 +30,7 @@ pub mod force;
 pub mod hooks;
 pub mod idempotency;
 pub mod json;
+pub mod openapi;
 pub mod reads;
 pub mod web;
 
@@ -155,6 +158,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         )
         .route("/hooks/github", post(hooks::github))
         .route("/hooks/gitlab", post(hooks::gitlab))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/builders", get(reads::builders))
         .route("/api/v1/builders/{name}", get(reads::builder))
         .route("/api/v1/builds", get(reads::builds))

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::ApiState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use crate::store::Budget;
 use crate::store::reads::{Param, ViewQuery};
 
@@ -123,6 +123,20 @@ fn id(text: &str, what: &str) -> Result<i64, ApiError> {
 }
 
 /// `GET /api/v1/builders`: every builder with its latest build.
+#[utoipa::path(
+    get,
+    path = "/api/v1/builders",
+    tag = "read",
+    params(
+        ("limit" = Option<i64>, Query, description = "Page size, 1-1000 (default 50)"),
+        ("offset" = Option<i64>, Query, description = "Rows skipped (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "Rows of buildmaster_v1.builder_status", body = Object),
+        (status = 400, description = "Bad query parameter", body = ErrorBody),
+        (status = 503, description = "Database unreachable", body = ErrorBody),
+    )
+)]
 pub async fn builders(
     State(state): State<ApiState>,
     Query(raw): Query<HashMap<String, String>>,
@@ -138,6 +152,17 @@ pub async fn builders(
 }
 
 /// `GET /api/v1/builders/{name}`
+#[utoipa::path(
+    get,
+    path = "/api/v1/builders/{name}",
+    tag = "read",
+    params(("name" = String, Path, description = "Builder name")),
+    responses(
+        (status = 200, description = "A row of buildmaster_v1.builder_status", body = Object),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 503, description = "Database unreachable", body = ErrorBody),
+    )
+)]
 pub async fn builder(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -152,6 +177,24 @@ pub async fn builder(
 }
 
 /// `GET /api/v1/builds?builder=&branch=&result=&since=&limit=&offset=`
+#[utoipa::path(
+    get,
+    path = "/api/v1/builds",
+    tag = "read",
+    params(
+        ("builder" = Option<String>, Query, description = "Builder name"),
+        ("branch" = Option<String>, Query, description = "Branch"),
+        ("result" = Option<String>, Query, description = "Result name (success, failure, ...) or code 0-6"),
+        ("since" = Option<String>, Query, description = "RFC 3339 time: builds started at or after it"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1-1000 (default 50)"),
+        ("offset" = Option<i64>, Query, description = "Rows skipped (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "Rows of buildmaster_v1.builds, newest first", body = Object),
+        (status = 400, description = "Bad query parameter", body = ErrorBody),
+        (status = 503, description = "Database unreachable", body = ErrorBody),
+    )
+)]
 pub async fn builds(
     State(state): State<ApiState>,
     Query(raw): Query<HashMap<String, String>>,
@@ -190,6 +233,17 @@ pub async fn builds(
 }
 
 /// `GET /api/v1/builds/{id}`
+#[utoipa::path(
+    get,
+    path = "/api/v1/builds/{id}",
+    tag = "read",
+    params(("id" = i64, Path, description = "Build id")),
+    responses(
+        (status = 200, description = "A row of buildmaster_v1.builds", body = Object),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 503, description = "Database unreachable", body = ErrorBody),
+    )
+)]
 pub async fn build(
     State(state): State<ApiState>,
     Path(build): Path<String>,
@@ -205,6 +259,17 @@ pub async fn build(
 }
 
 /// `GET /api/v1/builds/{id}/steps`: the steps, each with its logs.
+#[utoipa::path(
+    get,
+    path = "/api/v1/builds/{id}/steps",
+    tag = "read",
+    params(("id" = i64, Path, description = "Build id")),
+    responses(
+        (status = 200, description = "Rows of buildmaster_v1.steps, each with its logs", body = Object),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 503, description = "Database unreachable", body = ErrorBody),
+    )
+)]
 pub async fn build_steps(
     State(state): State<ApiState>,
     Path(build): Path<String>,
@@ -253,6 +318,22 @@ pub async fn build_steps(
 
 /// `GET /api/v1/logs/{id}/lines?from=&to=`: lines `from..=to` (default the
 /// first 1000), each `{line_number, stream, content}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/logs/{id}/lines",
+    tag = "read",
+    params(
+        ("id" = i64, Path, description = "Log id"),
+        ("from" = Option<i64>, Query, description = "First line (default 0)"),
+        ("to" = Option<i64>, Query, description = "Last line, at most from + 9999 (default from + 999)"),
+    ),
+    responses(
+        (status = 200, description = "The log and rows of buildmaster_v1.log_lines", body = Object),
+        (status = 400, description = "Bad query parameter", body = ErrorBody),
+        (status = 404, description = "No such log", body = ErrorBody),
+        (status = 503, description = "Database unreachable", body = ErrorBody),
+    )
+)]
 pub async fn log_lines(
     State(state): State<ApiState>,
     Path(log): Path<String>,
@@ -297,6 +378,22 @@ pub async fn log_lines(
 }
 
 /// `GET /api/v1/build_requests?state=&builder=`
+#[utoipa::path(
+    get,
+    path = "/api/v1/build_requests",
+    tag = "read",
+    params(
+        ("state" = Option<String>, Query, description = "pending, claimed, completed or cancelled"),
+        ("builder" = Option<String>, Query, description = "Builder name"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1-1000 (default 50)"),
+        ("offset" = Option<i64>, Query, description = "Rows skipped (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "Rows of buildmaster_v1.build_requests, newest first", body = Object),
+        (status = 400, description = "Bad query parameter", body = ErrorBody),
+        (status = 503, description = "Database unreachable", body = ErrorBody),
+    )
+)]
 pub async fn build_requests(
     State(state): State<ApiState>,
     Query(raw): Query<HashMap<String, String>>,
@@ -323,6 +420,21 @@ pub async fn build_requests(
 }
 
 /// `GET /api/v1/changes?branch=`
+#[utoipa::path(
+    get,
+    path = "/api/v1/changes",
+    tag = "read",
+    params(
+        ("branch" = Option<String>, Query, description = "Branch"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1-1000 (default 50)"),
+        ("offset" = Option<i64>, Query, description = "Rows skipped (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "Rows of buildmaster_v1.changes, newest first", body = Object),
+        (status = 400, description = "Bad query parameter", body = ErrorBody),
+        (status = 503, description = "Database unreachable", body = ErrorBody),
+    )
+)]
 pub async fn changes(
     State(state): State<ApiState>,
     Query(raw): Query<HashMap<String, String>>,
@@ -341,6 +453,20 @@ pub async fn changes(
 }
 
 /// `GET /api/v1/workers`
+#[utoipa::path(
+    get,
+    path = "/api/v1/workers",
+    tag = "read",
+    params(
+        ("limit" = Option<i64>, Query, description = "Page size, 1-1000 (default 50)"),
+        ("offset" = Option<i64>, Query, description = "Rows skipped (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "Rows of buildmaster_v1.workers", body = Object),
+        (status = 400, description = "Bad query parameter", body = ErrorBody),
+        (status = 503, description = "Database unreachable", body = ErrorBody),
+    )
+)]
 pub async fn workers(
     State(state): State<ApiState>,
     Query(raw): Query<HashMap<String, String>>,
@@ -356,6 +482,20 @@ pub async fn workers(
 }
 
 /// `GET /api/v1/masters`
+#[utoipa::path(
+    get,
+    path = "/api/v1/masters",
+    tag = "read",
+    params(
+        ("limit" = Option<i64>, Query, description = "Page size, 1-1000 (default 50)"),
+        ("offset" = Option<i64>, Query, description = "Rows skipped (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "Rows of buildmaster_v1.masters", body = Object),
+        (status = 400, description = "Bad query parameter", body = ErrorBody),
+        (status = 503, description = "Database unreachable", body = ErrorBody),
+    )
+)]
 pub async fn masters(
     State(state): State<ApiState>,
     Query(raw): Query<HashMap<String, String>>,

@@ -217,3 +217,60 @@ async fn metrics_report_the_queue_builds_requests_and_outages() {
     assert!(log_bytes > 10, "{text}");
     master.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_exactly_the_api_routes_and_each_is_served() {
+    let db = TestDb::new().await;
+    let master = TestMaster::start_with(&db.url, CONFIG, |_| {}).await;
+    let (status, doc) = get(&master, "/api/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    documented.sort();
+    let mut expected: Vec<(String, String)> = [
+        ("POST", "/api/v1/changes"),
+        ("POST", "/api/v1/builders/{name}/force"),
+        ("POST", "/api/v1/builds/{id}/stop"),
+        ("POST", "/api/v1/build_requests/{id}/cancel"),
+        ("GET", "/api/v1/builders"),
+        ("GET", "/api/v1/builders/{name}"),
+        ("GET", "/api/v1/builds"),
+        ("GET", "/api/v1/builds/{id}"),
+        ("GET", "/api/v1/builds/{id}/steps"),
+        ("GET", "/api/v1/logs/{id}/lines"),
+        ("GET", "/api/v1/build_requests"),
+        ("GET", "/api/v1/changes"),
+        ("GET", "/api/v1/workers"),
+        ("GET", "/api/v1/masters"),
+    ]
+    .iter()
+    .map(|(m, p)| (m.to_string(), p.to_string()))
+    .collect();
+    expected.sort();
+    assert_eq!(documented, expected);
+    // Every documented route is served (the fallback answers "no such endpoint").
+    let client = reqwest::Client::new();
+    for (method, path) in &documented {
+        let url = master.url(&path.replace("{name}", "unit").replace("{id}", "1"));
+        let response = match method.as_str() {
+            "GET" => client.get(&url).send().await.unwrap(),
+            _ => client
+                .post(&url)
+                .json(&json!({"author": "x"}))
+                .send()
+                .await
+                .unwrap(),
+        };
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_ne!(
+            body["detail"], "no such endpoint",
+            "{method} {path} is documented but not served"
+        );
+    }
+    master.stop().await.unwrap();
+}
