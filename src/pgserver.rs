@@ -537,6 +537,47 @@ impl Cluster {
         self.start(port)
     }
 
+    /// Makes a streaming-replication standby of this (running) server in
+    /// `work_dir` with `pg_basebackup`, ready to start.
+    ///
+    /// Fails when the base backup fails.
+    pub fn standby(&self, work_dir: &Path) -> Result<Cluster, PgServerError> {
+        fs::create_dir_all(work_dir).map_err(io_err(format!("creating {}", work_dir.display())))?;
+        if let Some(user) = &self.run_as {
+            user.check_reachable(work_dir)?;
+            user.chown(work_dir)?;
+        }
+        let data_dir = work_dir.join("data");
+        let mut cmd = self.command("pg_basebackup");
+        cmd.args(["-h", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .arg("-U")
+            .arg(&self.options.superuser)
+            .arg("-D")
+            .arg(&data_dir)
+            .args(["-R", "-X", "stream", "-c", "fast"])
+            .env("PGPASSWORD", &self.options.password);
+        run(cmd, "pg_basebackup")?;
+        Cluster::open(
+            self.binaries.clone(),
+            &data_dir,
+            work_dir,
+            self.options.clone(),
+        )
+    }
+
+    /// Promotes a standby to primary and waits until it accepts writes.
+    ///
+    /// Fails when `pg_ctl promote` fails.
+    pub fn promote(&self) -> Result<(), PgServerError> {
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("promote")
+            .arg("-D")
+            .arg(&self.data_dir)
+            .args(["-w", "-t", "60"]);
+        run(cmd, "promoting the standby").map(|_| ())
+    }
+
     /// Sends SIGKILL to the postmaster (simulating a crash of the server).
     ///
     /// Fails when no postmaster is running.

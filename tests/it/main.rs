@@ -12,6 +12,7 @@ mod contract;
 mod hooks;
 mod master_up;
 mod multi_master;
+mod replication;
 mod scheduling;
 mod schema;
 mod store_restarts;

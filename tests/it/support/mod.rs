@@ -310,6 +310,39 @@ impl DedicatedServer {
         &self.url
     }
 
+    /// A streaming standby of this server, started.
+    pub async fn standby(&self) -> DedicatedServer {
+        let primary = self.cluster.clone();
+        let (cluster, dir) = tokio::task::spawn_blocking(move || {
+            let dir = server_dir("bm-standby-");
+            let guard = primary.lock().expect("cluster lock");
+            let mut standby = guard
+                .standby(&dir)
+                .unwrap_or_else(|e| panic!("making a standby: {e}"));
+            drop(guard);
+            standby
+                .stop_when_process_exits(std::process::id(), &dir)
+                .expect("watchdog");
+            standby
+                .start(0)
+                .unwrap_or_else(|e| panic!("starting the standby: {e}"));
+            (standby, dir)
+        })
+        .await
+        .expect("standby task");
+        let url = cluster.url("buildmaster");
+        DedicatedServer {
+            port: cluster.port(),
+            cluster: Arc::new(Mutex::new(cluster)),
+            dir,
+            url,
+        }
+    }
+
+    pub async fn promote(&self) {
+        self.with_cluster("promoting", |c| c.promote()).await
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
