@@ -18,9 +18,10 @@
 //! - `GET /`, `GET /builds/{id}`: the web status page ([`web`]).
 //! - `GET /healthz`: 200 while the process runs, with the database state
 //!   the master currently believes (`up` or `down`).
-//! - `GET /readyz`: 200 when the database answers within one second and
-//!   its schema is at the version this build expects; 503 otherwise, with
-//!   the reason.
+//! - `GET /readyz`: 200 when the master has started (migrated, registered,
+//!   configuration synchronised), the database answers within one second
+//!   and its schema is at the version this build expects; 503 otherwise,
+//!   with the reason.
 
 pub mod auth;
 pub mod changes;
@@ -291,6 +292,12 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     };
     if !state.inner.migrated.load(Ordering::Acquire) {
         return not_ready("start-up migrations have not completed yet".to_owned());
+    }
+    if state.topology().is_none() {
+        return not_ready(
+            "the master is still starting (registering, synchronising its configuration)"
+                .to_owned(),
+        );
     }
     let expected = expected_version();
     match schema_version(&state.inner.store, Budget::For(READY_PROBE_BUDGET)).await {
