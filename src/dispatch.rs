@@ -89,6 +89,30 @@ pub async fn claim_loop(
             _ = wake.notified() => {}
             _ = tokio::time::sleep(poll) => {}
         }
+        // Only builders with pending requests and a free worker are worth
+        // a claim: ask once which those are.
+        let candidates: Vec<i64> = {
+            let slots = slots.lock().unwrap_or_else(|p| p.into_inner());
+            builders
+                .iter()
+                .filter(|b| slots.free_for(b) > 0)
+                .filter_map(|b| ids.builders.get(&b.name).copied())
+                .collect()
+        };
+        if candidates.is_empty() {
+            continue;
+        }
+        let pending = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            pending = ctx.store.build_request_pending_builders(&candidates, Budget::Forever) => pending,
+        };
+        let pending = match pending {
+            Ok(pending) => pending,
+            Err(error) => {
+                tracing::error!(%error, "looking for pending build requests failed");
+                continue;
+            }
+        };
         // Rotate the starting builder so that no builder starves the others
         // of shared workers.
         start = start.wrapping_add(1);
@@ -97,6 +121,9 @@ pub async fn claim_loop(
             let Some(&builder_id) = ids.builders.get(&builder.name) else {
                 continue;
             };
+            if !pending.contains(&builder_id) {
+                continue;
+            }
             let free = slots
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

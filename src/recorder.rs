@@ -38,6 +38,8 @@ pub const CHUNK_LINES: usize = 1000;
 pub const CHUNK_BYTES: usize = 64 * 1024;
 /// Age of the oldest unflushed line before its chunk is flushed.
 pub const CHUNK_AGE: Duration = Duration::from_secs(1);
+/// Log bytes written in one transaction at most when chunks queue up.
+const BATCH_BYTES: usize = 1024 * 1024;
 /// Events queued at most (backpressure beyond).
 pub const QUEUE_EVENTS: usize = 256;
 
@@ -245,7 +247,64 @@ async fn write_all(
     claim_lost: CancellationToken,
     metrics: crate::metrics::Metrics,
 ) {
-    while let Some(event) = events.recv().await {
+    // An event taken from the queue while batching chunks, to handle next.
+    let mut next: Option<Event> = None;
+    loop {
+        let event = match next.take() {
+            Some(event) => event,
+            None => match events.recv().await {
+                Some(event) => event,
+                None => return,
+            },
+        };
+        // Consecutive chunks of one log that are already queued are written
+        // in one transaction (up to about 1 MiB): a writer that fell behind
+        // — a fast step, or the end of an outage — catches up in fewer commits.
+        let event = match event {
+            Event::Chunk {
+                log_id,
+                first_line,
+                last_line,
+                content,
+            } => {
+                let mut batch = vec![(first_line, last_line, content)];
+                let mut bytes = batch[0].2.len();
+                while bytes < BATCH_BYTES {
+                    match events.try_recv() {
+                        Ok(Event::Chunk {
+                            log_id: same,
+                            first_line,
+                            last_line,
+                            content,
+                        }) if same == log_id => {
+                            bytes += content.len();
+                            batch.push((first_line, last_line, content));
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if batch.len() == 1 {
+                    let (first_line, last_line, content) = batch.remove(0);
+                    Event::Chunk {
+                        log_id,
+                        first_line,
+                        last_line,
+                        content,
+                    }
+                } else {
+                    match store.log_append_many(log_id, &batch, Budget::Forever).await {
+                        Ok(()) => metrics.log_stored(bytes + batch.len()),
+                        Err(error) => tracing::error!(build_id = ids.build_id, %error, "recording the build failed"),
+                    }
+                    continue;
+                }
+            }
+            other => other,
+        };
         let outcome = match event {
             Event::StepStarted { step_id, at } => {
                 store

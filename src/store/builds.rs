@@ -359,6 +359,42 @@ impl Store {
         .await
     }
 
+    /// Appends several consecutive chunks of one log in one transaction
+    /// (a writer that fell behind catches up in fewer commits). Idempotent
+    /// like [`Store::log_append`].
+    ///
+    /// Fails when the database is unreachable within `budget`.
+    pub async fn log_append_many(
+        &self,
+        log_id: i64,
+        chunks: &[(i32, i32, String)],
+        budget: Budget,
+    ) -> Result<(), StoreError> {
+        self.unit("log_append_many", budget, |tx| {
+            let chunks = chunks.to_vec();
+            Box::pin(async move {
+                let firsts: Vec<i32> = chunks.iter().map(|c| c.0).collect();
+                let lasts: Vec<i32> = chunks.iter().map(|c| c.1).collect();
+                let contents: Vec<&str> = chunks.iter().map(|c| c.2.as_str()).collect();
+                tx.execute(
+                    "INSERT INTO buildmaster_private.log_chunks (log_id, first_line, last_line, content)
+                     SELECT $1, f, l, c FROM unnest($2::int4[], $3::int4[], $4::text[]) AS t(f, l, c)
+                     ON CONFLICT (log_id, first_line) DO NOTHING",
+                    &[&log_id, &firsts, &lasts, &contents],
+                )
+                .await?;
+                let last = lasts.iter().copied().max().unwrap_or(0);
+                tx.execute(
+                    "UPDATE buildmaster_private.logs SET num_lines = greatest(num_lines, $2 + 1) WHERE id = $1",
+                    &[&log_id, &last],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
     /// Asks for build `build_id` to stop; the master running it kills it.
     /// Returns `None` when there is no such build, `Some(false)` when it had
     /// already finished.

@@ -74,6 +74,35 @@ impl Store {
         .await
     }
 
+    /// Which of `builder_ids` have pending requests: one cheap query (on
+    /// the partial index of pending requests) instead of a claim per
+    /// builder when the queue is idle.
+    ///
+    /// Fails when the database is unreachable within `budget`.
+    pub async fn build_request_pending_builders(
+        &self,
+        builder_ids: &[i64],
+        budget: Budget,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.unit("build_request_pending_builders", budget, |tx| {
+            let builder_ids = builder_ids.to_vec();
+            Box::pin(async move {
+                Ok(tx
+                    .query(
+                        "SELECT b FROM unnest($1::bigint[]) AS b
+                          WHERE EXISTS (SELECT 1 FROM buildmaster_private.build_requests r
+                                         WHERE r.builder_id = b AND r.state = 'pending')",
+                        &[&builder_ids],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect())
+            })
+        })
+        .await
+    }
+
     /// Gives every request claimed by master `master_id` back to the queue
     /// and finishes its unfinished builds as `retry` (5): used when a master
     /// restarts (its previous run's work) and when it shuts down.

@@ -39,7 +39,7 @@ async fn steps(url: &str) -> Vec<(String, String, String)> {
     connect(url)
         .await
         .query(
-            "SELECT name, results_name, state_string FROM buildmaster_v1.steps ORDER BY number",
+            "SELECT name, coalesce(results_name, '(unfinished)'), state_string FROM buildmaster_v1.steps ORDER BY number",
             &[],
         )
         .await
