@@ -25,11 +25,11 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::builds::Owned;
+use crate::store::builds::{Owned, RecordEvent};
 use crate::store::{Budget, Store};
 
 /// Lines per log chunk at most.
@@ -38,8 +38,10 @@ pub const CHUNK_LINES: usize = 1000;
 pub const CHUNK_BYTES: usize = 64 * 1024;
 /// Age of the oldest unflushed line before its chunk is flushed.
 pub const CHUNK_AGE: Duration = Duration::from_secs(1);
-/// Log bytes written in one transaction at most when chunks queue up.
+/// Log bytes written in one transaction at most when events queue up.
 const BATCH_BYTES: usize = 1024 * 1024;
+/// Events written in one transaction at most.
+const BATCH_EVENTS: usize = 512;
 /// Events queued at most (backpressure beyond).
 pub const QUEUE_EVENTS: usize = 256;
 
@@ -65,29 +67,10 @@ impl Stream {
 }
 
 enum Event {
+    /// Part of the build's record.
+    Record(RecordEvent),
     /// Answered once everything before it is written.
     Barrier(tokio::sync::oneshot::Sender<()>),
-    StepStarted {
-        step_id: i64,
-        at: DateTime<Utc>,
-    },
-    Chunk {
-        log_id: i64,
-        first_line: i32,
-        last_line: i32,
-        content: String,
-    },
-    StepFinished {
-        step_id: i64,
-        results: i16,
-        text: String,
-        at: DateTime<Utc>,
-    },
-    BuildFinished {
-        results: i16,
-        text: String,
-        at: DateTime<Utc>,
-    },
 }
 
 /// Identity of the build being recorded.
@@ -141,33 +124,33 @@ impl Recorder {
 
     /// A step starts now.
     pub async fn step_started(&mut self, step_id: i64) {
-        self.send(Event::StepStarted {
+        self.send(Event::Record(RecordEvent::StepStarted {
             step_id,
             at: Utc::now(),
-        })
+        }))
         .await;
     }
 
     /// A step ended now (its log is flushed first).
     pub async fn step_finished(&mut self, step_id: i64, results: i16, text: &str) {
         self.flush().await;
-        self.send(Event::StepFinished {
+        self.send(Event::Record(RecordEvent::StepFinished {
             step_id,
             results,
             text: text.to_owned(),
             at: Utc::now(),
-        })
+        }))
         .await;
     }
 
     /// The build ended now.
     pub async fn build_finished(&mut self, results: i16, text: &str) {
         self.flush().await;
-        self.send(Event::BuildFinished {
+        self.send(Event::Record(RecordEvent::BuildFinished {
             results,
             text: text.to_owned(),
             at: Utc::now(),
-        })
+        }))
         .await;
     }
 
@@ -224,12 +207,12 @@ impl Recorder {
     async fn flush(&mut self) {
         if let Some((log_id, first_line, content, lines, _)) = self.pending.take() {
             let last_line = first_line + lines as i32 - 1;
-            self.send(Event::Chunk {
+            self.send(Event::Record(RecordEvent::Chunk {
                 log_id,
                 first_line,
                 last_line,
                 content,
-            })
+            }))
             .await;
         }
     }
@@ -247,122 +230,58 @@ async fn write_all(
     claim_lost: CancellationToken,
     metrics: crate::metrics::Metrics,
 ) {
-    // An event taken from the queue while batching chunks, to handle next.
-    let mut next: Option<Event> = None;
+    // A barrier taken from the queue while batching, to answer next.
+    let mut barrier: Option<tokio::sync::oneshot::Sender<()>> = None;
     loop {
-        let event = match next.take() {
-            Some(event) => event,
-            None => match events.recv().await {
-                Some(event) => event,
-                None => return,
-            },
-        };
-        // Consecutive chunks of one log that are already queued are written
-        // in one transaction (up to about 1 MiB): a writer that fell behind
-        // — a fast step, or the end of an outage — catches up in fewer commits.
-        let event = match event {
-            Event::Chunk {
-                log_id,
-                first_line,
-                last_line,
-                content,
-            } => {
-                let mut batch = vec![(first_line, last_line, content)];
-                let mut bytes = batch[0].2.len();
-                while bytes < BATCH_BYTES {
-                    match events.try_recv() {
-                        Ok(Event::Chunk {
-                            log_id: same,
-                            first_line,
-                            last_line,
-                            content,
-                        }) if same == log_id => {
-                            bytes += content.len();
-                            batch.push((first_line, last_line, content));
-                        }
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                if batch.len() == 1 {
-                    let (first_line, last_line, content) = batch.remove(0);
-                    Event::Chunk {
-                        log_id,
-                        first_line,
-                        last_line,
-                        content,
-                    }
-                } else {
-                    match store.log_append_many(log_id, &batch, Budget::Forever).await {
-                        Ok(()) => metrics.log_stored(bytes + batch.len()),
-                        Err(error) => tracing::error!(build_id = ids.build_id, %error, "recording the build failed"),
-                    }
-                    continue;
-                }
-            }
-            other => other,
-        };
-        let outcome = match event {
-            Event::StepStarted { step_id, at } => {
-                store
-                    .step_start(step_id, ids.request_id, ids.master_id, at, Budget::Forever)
-                    .await
-            }
-            Event::Chunk {
-                log_id,
-                first_line,
-                last_line,
-                content,
-            } => {
-                let written = store
-                    .log_append(log_id, first_line, last_line, &content, Budget::Forever)
-                    .await;
-                if written.is_ok() {
-                    metrics.log_stored(content.len() + 1);
-                }
-                written.map(Owned::Yes)
-            }
-            Event::StepFinished {
-                step_id,
-                results,
-                text,
-                at,
-            } => {
-                store
-                    .step_finish(
-                        step_id,
-                        ids.request_id,
-                        ids.master_id,
-                        results,
-                        &text,
-                        at,
-                        Budget::Forever,
-                    )
-                    .await
-            }
-            Event::Barrier(reply) => {
+        if let Some(reply) = barrier.take() {
+            let _ = reply.send(());
+        }
+        let first = match events.recv().await {
+            Some(Event::Record(event)) => event,
+            Some(Event::Barrier(reply)) => {
                 let _ = reply.send(());
-                Ok(Owned::Yes(()))
+                continue;
             }
-            Event::BuildFinished { results, text, at } => {
-                store
-                    .build_finish(
-                        ids.build_id,
-                        ids.request_id,
-                        ids.master_id,
-                        results,
-                        &text,
-                        at,
-                        Budget::Forever,
-                    )
-                    .await
-            }
+            None => return,
         };
-        match outcome {
-            Ok(Owned::Yes(())) => {}
+        // Whatever else is already queued goes into the same transaction:
+        // a short step's whole record is one commit, and a writer that fell
+        // behind (a fast step, the end of an outage) catches up quickly.
+        let mut batch = vec![first];
+        let mut bytes = 0;
+        while batch.len() < BATCH_EVENTS && bytes < BATCH_BYTES {
+            match events.try_recv() {
+                Ok(Event::Record(event)) => {
+                    if let RecordEvent::Chunk { content, .. } = &event {
+                        bytes += content.len() + 1;
+                    }
+                    batch.push(event);
+                }
+                Ok(Event::Barrier(reply)) => {
+                    barrier = Some(reply);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let log_bytes: usize = batch
+            .iter()
+            .map(|e| match e {
+                RecordEvent::Chunk { content, .. } => content.len() + 1,
+                _ => 0,
+            })
+            .sum();
+        match store
+            .build_record(
+                ids.build_id,
+                ids.request_id,
+                ids.master_id,
+                &batch,
+                Budget::Forever,
+            )
+            .await
+        {
+            Ok(Owned::Yes(())) => metrics.log_stored(log_bytes),
             Ok(Owned::ClaimLost) => {
                 claim_lost.cancel();
                 return;

@@ -184,140 +184,132 @@ impl Store {
         .await
     }
 
-    /// Marks a step started, if the request is still ours.
+    /// Writes part of a build's record — step transitions, log chunks, the
+    /// build's end — in one transaction, if the request is still claimed by
+    /// this master. Events are applied in order; consecutive chunks of one
+    /// log become one insert. Idempotent: transitions only fill empty
+    /// columns and chunks are keyed by (log, first line), so a batch retried
+    /// after an ambiguous commit is harmless.
     ///
     /// Fails when the database is unreachable within `budget`.
-    pub async fn step_start(
-        &self,
-        step_id: i64,
-        request_id: i64,
-        master_id: i64,
-        at: DateTime<Utc>,
-        budget: Budget,
-    ) -> Result<Owned<()>, StoreError> {
-        self.unit("step_start", budget, |tx| {
-            Box::pin(async move {
-                let ours: bool = tx
-                    .query_one(&format!("SELECT {STILL_OURS}"), &[&request_id, &master_id])
-                    .await?
-                    .get(0);
-                if !ours {
-                    return Ok(Owned::ClaimLost);
-                }
-                tx.execute(
-                    "UPDATE buildmaster_private.steps SET started_at = $2, state_string = 'running'
-                      WHERE id = $1 AND started_at IS NULL",
-                    &[&step_id, &at],
-                )
-                .await?;
-                tx.execute(
-                    "UPDATE buildmaster_private.builds b SET state_string = 'running ' || s.name
-                       FROM buildmaster_private.steps s WHERE s.id = $1 AND b.id = s.build_id",
-                    &[&step_id],
-                )
-                .await?;
-                Ok(Owned::Yes(()))
-            })
-        })
-        .await
-    }
-
-    /// Records a step's end (or its skipping), if the request is still
-    /// ours. Idempotent.
-    ///
-    /// Fails when the database is unreachable within `budget`.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn step_finish(
-        &self,
-        step_id: i64,
-        request_id: i64,
-        master_id: i64,
-        results: i16,
-        state_string: &str,
-        at: DateTime<Utc>,
-        budget: Budget,
-    ) -> Result<Owned<()>, StoreError> {
-        self.unit("step_finish", budget, |tx| {
-            let state_string = state_string.to_owned();
-            Box::pin(async move {
-                let ours: bool = tx
-                    .query_one(&format!("SELECT {STILL_OURS}"), &[&request_id, &master_id])
-                    .await?
-                    .get(0);
-                if !ours {
-                    return Ok(Owned::ClaimLost);
-                }
-                tx.execute(
-                    "UPDATE buildmaster_private.steps
-                        SET started_at = coalesce(started_at, $4), finished_at = greatest($4, started_at),
-                            results = $2, state_string = $3
-                      WHERE id = $1 AND finished_at IS NULL",
-                    &[&step_id, &results, &state_string, &at],
-                )
-                .await?;
-                tx.execute(
-                    "UPDATE buildmaster_private.logs SET complete = true WHERE step_id = $1",
-                    &[&step_id],
-                )
-                .await?;
-                Ok(Owned::Yes(()))
-            })
-        })
-        .await
-    }
-
-    /// Finishes a build, completes its request (if still ours) and, when it
-    /// was the last, its buildset. Idempotent.
-    ///
-    /// Fails when the database is unreachable within `budget`.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn build_finish(
+    pub async fn build_record(
         &self,
         build_id: i64,
         request_id: i64,
         master_id: i64,
-        results: i16,
-        state_string: &str,
-        at: DateTime<Utc>,
+        events: &[RecordEvent],
         budget: Budget,
     ) -> Result<Owned<()>, StoreError> {
-        self.unit("build_finish", budget, |tx| {
-            let state_string = state_string.to_owned();
+        self.unit("build_record", budget, |tx| {
+            let events = events.to_vec();
             Box::pin(async move {
-                // Ownership first: a build whose request was taken over is
-                // left to the master that took it (it ends as retry there).
-                let completed = tx
-                    .query_opt(
-                        "UPDATE buildmaster_private.build_requests
-                            SET state = CASE WHEN $3::smallint = 6 THEN 'cancelled' ELSE 'completed' END,
-                                completed_at = greatest($4, claimed_at), results = $3
-                          WHERE id = $1 AND claimed_by_master_id = $2 AND state = 'claimed'
-                          RETURNING buildset_id",
-                        &[&request_id, &master_id, &results, &at],
-                    )
-                    .await?;
-                if completed.is_some() {
-                    tx.execute(
-                        "UPDATE buildmaster_private.builds
-                            SET finished_at = greatest($4, started_at), results = $2, state_string = $3
-                          WHERE id = $1 AND finished_at IS NULL",
-                        &[&build_id, &results, &state_string, &at],
-                    )
-                    .await?;
-                }
-                let Some(row) = completed else {
-                    let done: bool = tx
+                let ours: bool = tx
+                    .query_one(&format!("SELECT {STILL_OURS}"), &[&request_id, &master_id])
+                    .await?
+                    .get(0);
+                if !ours {
+                    // An earlier attempt of this very batch may have ended the
+                    // build (and so the claim): then it is done, not lost.
+                    let ended: bool = tx
                         .query_one(
-                            "SELECT b.finished_at IS NOT NULL AND b.results = $2
-                               FROM buildmaster_private.builds b WHERE b.id = $1",
-                            &[&build_id, &results],
+                            "SELECT finished_at IS NOT NULL FROM buildmaster_private.builds WHERE id = $1",
+                            &[&build_id],
                         )
                         .await?
                         .get(0);
-                    // Completed by an earlier attempt of this very call: fine.
-                    return Ok(if done { Owned::Yes(()) } else { Owned::ClaimLost });
-                };
-                complete_buildset_if_done(tx, row.get(0)).await?;
+                    let ends_it = events.iter().any(|e| matches!(e, RecordEvent::BuildFinished { .. }));
+                    return Ok(if ended && ends_it { Owned::Yes(()) } else { Owned::ClaimLost });
+                }
+                let mut i = 0;
+                while i < events.len() {
+                    match &events[i] {
+                        RecordEvent::StepStarted { step_id, at } => {
+                            tx.execute(
+                                "UPDATE buildmaster_private.steps SET started_at = $2, state_string = 'running'
+                                  WHERE id = $1 AND started_at IS NULL",
+                                &[step_id, at],
+                            )
+                            .await?;
+                            tx.execute(
+                                "UPDATE buildmaster_private.builds b SET state_string = 'running ' || s.name
+                                   FROM buildmaster_private.steps s WHERE s.id = $1 AND b.id = s.build_id",
+                                &[step_id],
+                            )
+                            .await?;
+                        }
+                        RecordEvent::Chunk { log_id, .. } => {
+                            let log_id = *log_id;
+                            let (mut firsts, mut lasts, mut contents) = (Vec::new(), Vec::new(), Vec::new());
+                            while let Some(RecordEvent::Chunk {
+                                log_id: same,
+                                first_line,
+                                last_line,
+                                content,
+                            }) = events.get(i)
+                            {
+                                if *same != log_id {
+                                    break;
+                                }
+                                firsts.push(*first_line);
+                                lasts.push(*last_line);
+                                contents.push(content.as_str());
+                                i += 1;
+                            }
+                            tx.execute(
+                                "INSERT INTO buildmaster_private.log_chunks (log_id, first_line, last_line, content)
+                                 SELECT $1, f, l, c FROM unnest($2::int4[], $3::int4[], $4::text[]) AS t(f, l, c)
+                                 ON CONFLICT (log_id, first_line) DO NOTHING",
+                                &[&log_id, &firsts, &lasts, &contents],
+                            )
+                            .await?;
+                            let last = lasts.iter().copied().max().unwrap_or(0);
+                            tx.execute(
+                                "UPDATE buildmaster_private.logs SET num_lines = greatest(num_lines, $2 + 1) WHERE id = $1",
+                                &[&log_id, &last],
+                            )
+                            .await?;
+                            continue;
+                        }
+                        RecordEvent::StepFinished { step_id, results, text, at } => {
+                            tx.execute(
+                                "UPDATE buildmaster_private.steps
+                                    SET started_at = coalesce(started_at, $4), finished_at = greatest($4, started_at),
+                                        results = $2, state_string = $3
+                                  WHERE id = $1 AND finished_at IS NULL",
+                                &[step_id, results, text, at],
+                            )
+                            .await?;
+                            tx.execute(
+                                "UPDATE buildmaster_private.logs SET complete = true WHERE step_id = $1",
+                                &[step_id],
+                            )
+                            .await?;
+                        }
+                        RecordEvent::BuildFinished { results, text, at } => {
+                            let completed = tx
+                                .query_opt(
+                                    "UPDATE buildmaster_private.build_requests
+                                        SET state = CASE WHEN $3::smallint = 6 THEN 'cancelled' ELSE 'completed' END,
+                                            completed_at = greatest($4, claimed_at), results = $3
+                                      WHERE id = $1 AND claimed_by_master_id = $2 AND state = 'claimed'
+                                      RETURNING buildset_id",
+                                    &[&request_id, &master_id, results, at],
+                                )
+                                .await?;
+                            tx.execute(
+                                "UPDATE buildmaster_private.builds
+                                    SET finished_at = greatest($4, started_at), results = $2, state_string = $3
+                                  WHERE id = $1 AND finished_at IS NULL",
+                                &[&build_id, results, text, at],
+                            )
+                            .await?;
+                            if let Some(row) = completed {
+                                complete_buildset_if_done(tx, row.get(0)).await?;
+                            }
+                        }
+                    }
+                    i += 1;
+                }
                 Ok(Owned::Yes(()))
             })
         })
@@ -325,76 +317,51 @@ impl Store {
     }
 }
 
-impl Store {
-    /// Appends lines `first_line..=last_line` of a log. Idempotent: the
-    /// chunk's key is (log, first line), so an append retried after an
-    /// ambiguous commit is a no-op.
-    ///
-    /// Fails when the database is unreachable within `budget`.
-    pub async fn log_append(
-        &self,
+/// One item of a build's record (see [`Store::build_record`]). Times are
+/// when things happened, on the master's clock.
+#[derive(Debug, Clone)]
+pub enum RecordEvent {
+    /// A step started.
+    StepStarted {
+        /// The step.
+        step_id: i64,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// Lines `first_line..=last_line` of a log, joined by newlines.
+    Chunk {
+        /// The log.
         log_id: i64,
+        /// First line number.
         first_line: i32,
+        /// Last line number.
         last_line: i32,
-        content: &str,
-        budget: Budget,
-    ) -> Result<(), StoreError> {
-        self.unit("log_append", budget, |tx| {
-            let content = content.to_owned();
-            Box::pin(async move {
-                tx.execute(
-                    "INSERT INTO buildmaster_private.log_chunks (log_id, first_line, last_line, content)
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (log_id, first_line) DO NOTHING",
-                    &[&log_id, &first_line, &last_line, &content],
-                )
-                .await?;
-                tx.execute(
-                    "UPDATE buildmaster_private.logs SET num_lines = greatest(num_lines, $2 + 1) WHERE id = $1",
-                    &[&log_id, &last_line],
-                )
-                .await?;
-                Ok(())
-            })
-        })
-        .await
-    }
+        /// The lines.
+        content: String,
+    },
+    /// A step ended (or was skipped).
+    StepFinished {
+        /// The step.
+        step_id: i64,
+        /// Its result code.
+        results: i16,
+        /// Its state string.
+        text: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// The build ended: its request (and maybe buildset) completes too.
+    BuildFinished {
+        /// The build's result code.
+        results: i16,
+        /// Its state string.
+        text: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
+}
 
-    /// Appends several consecutive chunks of one log in one transaction
-    /// (a writer that fell behind catches up in fewer commits). Idempotent
-    /// like [`Store::log_append`].
-    ///
-    /// Fails when the database is unreachable within `budget`.
-    pub async fn log_append_many(
-        &self,
-        log_id: i64,
-        chunks: &[(i32, i32, String)],
-        budget: Budget,
-    ) -> Result<(), StoreError> {
-        self.unit("log_append_many", budget, |tx| {
-            let chunks = chunks.to_vec();
-            Box::pin(async move {
-                let firsts: Vec<i32> = chunks.iter().map(|c| c.0).collect();
-                let lasts: Vec<i32> = chunks.iter().map(|c| c.1).collect();
-                let contents: Vec<&str> = chunks.iter().map(|c| c.2.as_str()).collect();
-                tx.execute(
-                    "INSERT INTO buildmaster_private.log_chunks (log_id, first_line, last_line, content)
-                     SELECT $1, f, l, c FROM unnest($2::int4[], $3::int4[], $4::text[]) AS t(f, l, c)
-                     ON CONFLICT (log_id, first_line) DO NOTHING",
-                    &[&log_id, &firsts, &lasts, &contents],
-                )
-                .await?;
-                let last = lasts.iter().copied().max().unwrap_or(0);
-                tx.execute(
-                    "UPDATE buildmaster_private.logs SET num_lines = greatest(num_lines, $2 + 1) WHERE id = $1",
-                    &[&log_id, &last],
-                )
-                .await?;
-                Ok(())
-            })
-        })
-        .await
-    }
-
+impl Store {
     /// Asks for build `build_id` to stop; the master running it kills it.
     /// Returns `None` when there is no such build, `Some(false)` when it had
     /// already finished.
