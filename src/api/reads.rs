@@ -101,6 +101,23 @@ async fn list(state: &ApiState, query: ViewQuery) -> Result<Response, ApiError> 
     )
 }
 
+/// A whole view, paged.
+async fn unfiltered(
+    state: &ApiState,
+    raw: HashMap<String, String>,
+    view: &'static str,
+    order: &'static str,
+) -> Result<Response, ApiError> {
+    let params = Params::new(raw, &[])?;
+    let mut query = ViewQuery {
+        view,
+        order,
+        ..ViewQuery::default()
+    };
+    params.page(&mut query)?;
+    list(state, query).await
+}
+
 async fn one(state: &ApiState, mut query: ViewQuery, what: String) -> Result<Response, ApiError> {
     query.limit = 1;
     let mut items = state
@@ -141,14 +158,7 @@ pub async fn builders(
     State(state): State<ApiState>,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let params = Params::new(raw, &[])?;
-    let mut query = ViewQuery {
-        view: "builder_status",
-        order: "builder_name",
-        ..ViewQuery::default()
-    };
-    params.page(&mut query)?;
-    list(&state, query).await
+    unfiltered(&state, raw, "builder_status", "builder_name").await
 }
 
 /// `GET /api/v1/builders/{name}`
@@ -471,14 +481,7 @@ pub async fn workers(
     State(state): State<ApiState>,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let params = Params::new(raw, &[])?;
-    let mut query = ViewQuery {
-        view: "workers",
-        order: "name",
-        ..ViewQuery::default()
-    };
-    params.page(&mut query)?;
-    list(&state, query).await
+    unfiltered(&state, raw, "workers", "name").await
 }
 
 /// `GET /api/v1/masters`
@@ -500,12 +503,5 @@ pub async fn masters(
     State(state): State<ApiState>,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let params = Params::new(raw, &[])?;
-    let mut query = ViewQuery {
-        view: "masters",
-        order: "name",
-        ..ViewQuery::default()
-    };
-    params.page(&mut query)?;
-    list(&state, query).await
+    unfiltered(&state, raw, "masters", "name").await
 }
