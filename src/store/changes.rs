@@ -182,6 +182,15 @@ async fn insert_change(
         });
     };
     let id: i64 = row.get(0);
+    // Every change-driven scheduler gets the change in its inbox, in this
+    // same transaction, so none can miss it (see V5__scheduler_inbox.sql).
+    tx.execute(
+        "INSERT INTO buildmaster_private.scheduler_changes (scheduler_id, change_id, classified)
+         SELECT s.id, $1, false FROM buildmaster_private.schedulers s
+          WHERE s.configured AND s.kind IN ('single-branch', 'any-branch')",
+        &[&id],
+    )
+    .await?;
     tx.execute("SELECT pg_notify($1, '')", &[&CHANGES_CHANNEL])
         .await?;
     if !change.files.is_empty() {

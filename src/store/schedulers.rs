@@ -104,40 +104,56 @@ impl Store {
                 let Some(row) = lock_scheduler(tx, scheduler_id).await? else {
                     return Ok(Vec::new());
                 };
-                let last_change_id: i64 = row.get(0);
                 if !row.get::<_, bool>(3) {
                     return Ok(Vec::new());
                 }
-                let changes = tx
+                // Classify what arrived in the inbox: keep what the filter
+                // accepts, drop the rest.
+                let arrived = tx
                     .query(
                         "SELECT c.id, c.branch,
                                 coalesce(array_agg(f.filename) FILTER (WHERE f.filename IS NOT NULL), '{}')
-                           FROM buildmaster_private.changes c
+                           FROM buildmaster_private.scheduler_changes sc
+                           JOIN buildmaster_private.changes c ON c.id = sc.change_id
                            LEFT JOIN buildmaster_private.change_files f ON f.change_id = c.id
-                          WHERE c.id > $1
+                          WHERE sc.scheduler_id = $1 AND NOT sc.classified
                           GROUP BY c.id ORDER BY c.id LIMIT 1000",
-                        &[&last_change_id],
+                        &[&scheduler_id],
                     )
                     .await?;
-                let mut newest_seen = last_change_id;
-                for change in &changes {
+                let (mut accepted, mut rejected) = (Vec::new(), Vec::new());
+                for change in &arrived {
                     let id: i64 = change.get(0);
                     let branch: Option<String> = change.get(1);
                     let files: Vec<String> = change.get(2);
-                    newest_seen = newest_seen.max(id);
                     if filter.accepts(branch.as_deref(), &files) {
-                        tx.execute(
-                            "INSERT INTO buildmaster_private.scheduler_changes (scheduler_id, change_id)
-                             VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                            &[&scheduler_id, &id],
-                        )
-                        .await?;
+                        accepted.push(id);
+                    } else {
+                        rejected.push(id);
                     }
                 }
-                if newest_seen != last_change_id {
+                if !accepted.is_empty() {
                     tx.execute(
-                        "UPDATE buildmaster_private.schedulers SET last_change_id = $2 WHERE id = $1",
-                        &[&scheduler_id, &newest_seen],
+                        "UPDATE buildmaster_private.scheduler_changes SET classified = true
+                          WHERE scheduler_id = $1 AND change_id = ANY($2)",
+                        &[&scheduler_id, &accepted],
+                    )
+                    .await?;
+                }
+                if !rejected.is_empty() {
+                    tx.execute(
+                        "DELETE FROM buildmaster_private.scheduler_changes
+                          WHERE scheduler_id = $1 AND change_id = ANY($2)",
+                        &[&scheduler_id, &rejected],
+                    )
+                    .await?;
+                }
+                if let Some(newest) = arrived.iter().map(|r| r.get::<_, i64>(0)).max() {
+                    // For information only: the inbox is what counts.
+                    tx.execute(
+                        "UPDATE buildmaster_private.schedulers SET last_change_id = greatest(last_change_id, $2)
+                          WHERE id = $1",
+                        &[&scheduler_id, &newest],
                     )
                     .await?;
                 }
@@ -148,7 +164,7 @@ impl Store {
                         "SELECT c.branch, max(c.id), array_agg(c.id ORDER BY c.id)
                            FROM buildmaster_private.scheduler_changes sc
                            JOIN buildmaster_private.changes c ON c.id = sc.change_id
-                          WHERE sc.scheduler_id = $1
+                          WHERE sc.scheduler_id = $1 AND sc.classified
                           GROUP BY c.branch
                          HAVING max(c.created_at) + make_interval(secs => $2) <= now()",
                         &[&scheduler_id, &filter.tree_stable_s],
