@@ -35,7 +35,7 @@ pub async fn scheduler_loop(
             let Some(&id) = ids.schedulers.get(scheduler.name()) else {
                 continue;
             };
-            let step = step(&store, scheduler, id, &ids);
+            let step = step(&store, scheduler, id);
             let outcome = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 outcome = step => outcome,
@@ -63,7 +63,6 @@ async fn step(
     store: &Store,
     scheduler: &SchedulerConfig,
     id: i64,
-    ids: &TopologyIds,
 ) -> Result<Vec<i64>, crate::store::StoreError> {
     let budget = Budget::Forever;
     let created = match scheduler {
@@ -140,16 +139,9 @@ async fn step(
                 .into_iter()
                 .collect()
         }
-        SchedulerConfig::Dependent {
-            name,
-            upstream,
-            builders,
-        } => {
-            let Some(&upstream_id) = ids.schedulers.get(upstream) else {
-                return Ok(Vec::new());
-            };
+        SchedulerConfig::Dependent { name, builders, .. } => {
             store
-                .scheduler_dependent_step(id, name, upstream_id, builders, budget)
+                .scheduler_dependent_step(id, name, builders, budget)
                 .await?
         }
         SchedulerConfig::Force { .. } => Vec::new(),

@@ -522,6 +522,19 @@ async fn complete_buildset_if_done(
         )
         .await?;
     if completed > 0 {
+        // Dependent schedulers of this buildset's scheduler get it in their
+        // inbox when it succeeded (see V6__dependent_inbox.sql).
+        tx.execute(
+            "INSERT INTO buildmaster_private.scheduler_upstream (scheduler_id, buildset_id)
+             SELECT d.id, bs.id FROM buildmaster_private.buildsets bs
+               JOIN buildmaster_private.schedulers u ON u.id = bs.scheduler_id
+               JOIN buildmaster_private.schedulers d
+                 ON d.kind = 'dependent' AND d.configured AND d.config->>'upstream' = u.name
+              WHERE bs.id = $1 AND bs.results IN (0, 1)
+             ON CONFLICT DO NOTHING",
+            &[&buildset_id],
+        )
+        .await?;
         tx.execute(
             "SELECT pg_notify($1, $2::text)",
             &[&BUILDSETS_CHANNEL, &buildset_id.to_string()],

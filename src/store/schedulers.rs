@@ -291,76 +291,43 @@ impl Store {
     }
 
     /// One step of a dependent scheduler: a buildset, with the same source
-    /// stamp, for every buildset of `upstream_id` that finished with success
-    /// or warnings since the last step. On first use it starts from now:
-    /// earlier upstream history is not rebuilt.
+    /// stamp, for every buildset of its upstream scheduler that finished
+    /// with success or warnings — taken from the scheduler's inbox, which
+    /// the upstream buildset's completion fills. A new dependent scheduler
+    /// starts with the upstream buildsets that finish after it appears.
     ///
     /// Fails when the database is unreachable within `budget`.
     pub async fn scheduler_dependent_step(
         &self,
         scheduler_id: i64,
         name: &str,
-        upstream_id: i64,
         builders: &[String],
         budget: Budget,
     ) -> Result<Vec<BuildsetCreated>, StoreError> {
         self.unit("scheduler_dependent_step", budget, |tx| {
             let (name, builders) = (name.to_owned(), builders.to_vec());
             Box::pin(async move {
-                if lock_scheduler(tx, scheduler_id).await?.is_none() {
-                    return Ok(Vec::new());
-                }
-                let last: Option<i64> = tx
-                    .query_opt(
-                        "SELECT (value #>> '{}')::bigint FROM buildmaster_private.scheduler_state
-                          WHERE scheduler_id = $1 AND key = 'last_upstream_buildset_id'",
-                        &[&scheduler_id],
-                    )
-                    .await?
-                    .map(|r| r.get(0));
-                let save = |id: i64| async move {
-                    tx.execute(
-                        "INSERT INTO buildmaster_private.scheduler_state (scheduler_id, key, value)
-                         VALUES ($1, 'last_upstream_buildset_id', to_jsonb($2::bigint))
-                         ON CONFLICT (scheduler_id, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-                        &[&scheduler_id, &id],
-                    )
-                    .await
-                };
-                let Some(last) = last else {
-                    let newest: i64 = tx
-                        .query_one(
-                            "SELECT coalesce(max(id), 0) FROM buildmaster_private.buildsets
-                              WHERE scheduler_id = $1 AND completed_at IS NOT NULL",
-                            &[&upstream_id],
-                        )
-                        .await?
-                        .get(0);
-                    save(newest).await?;
+                let Some(row) = lock_scheduler(tx, scheduler_id).await? else {
                     return Ok(Vec::new());
                 };
-                // Upstream buildsets finish out of order: take them in id
-                // order and stop at the first one still running.
+                let enabled: bool = row.get(3);
                 let upstream = tx
                     .query(
-                        "SELECT bs.id, bs.completed_at IS NOT NULL, coalesce(bs.results IN (0, 1), false),
-                                ss.repository, ss.project, ss.branch, ss.revision
-                           FROM buildmaster_private.buildsets bs
-                           LEFT JOIN buildmaster_private.sourcestamps ss ON ss.buildset_id = bs.id AND ss.codebase = ''
-                          WHERE bs.scheduler_id = $1 AND bs.id > $2
-                          ORDER BY bs.id LIMIT 100",
-                        &[&upstream_id, &last],
+                        "SELECT su.buildset_id, ss.repository, ss.project, ss.branch, ss.revision
+                           FROM buildmaster_private.scheduler_upstream su
+                           LEFT JOIN buildmaster_private.sourcestamps ss
+                             ON ss.buildset_id = su.buildset_id AND ss.codebase = ''
+                          WHERE su.scheduler_id = $1
+                          ORDER BY su.buildset_id LIMIT 100",
+                        &[&scheduler_id],
                     )
                     .await?;
                 let mut created = Vec::new();
-                let mut advanced_to = last;
+                let mut handled = Vec::with_capacity(upstream.len());
                 for row in upstream {
                     let id: i64 = row.get(0);
-                    if !row.get::<_, bool>(1) {
-                        break;
-                    }
-                    advanced_to = id;
-                    if !row.get::<_, bool>(2) {
+                    handled.push(id);
+                    if !enabled {
                         continue;
                     }
                     let buildset = NewBuildset {
@@ -369,18 +336,23 @@ impl Store {
                         scheduler_id: Some(scheduler_id),
                         parent_buildset_id: Some(id),
                         sourcestamp: SourceStamp {
-                            repository: row.get::<_, Option<String>>(3).unwrap_or_default(),
-                            project: row.get::<_, Option<String>>(4).unwrap_or_default(),
-                            branch: row.get(5),
-                            revision: row.get(6),
+                            repository: row.get::<_, Option<String>>(1).unwrap_or_default(),
+                            project: row.get::<_, Option<String>>(2).unwrap_or_default(),
+                            branch: row.get(3),
+                            revision: row.get(4),
                         },
                         builders: builders.clone(),
                         ..NewBuildset::default()
                     };
                     created.push(insert_buildset(tx, &buildset).await?);
                 }
-                if advanced_to != last {
-                    save(advanced_to).await?;
+                if !handled.is_empty() {
+                    tx.execute(
+                        "DELETE FROM buildmaster_private.scheduler_upstream
+                          WHERE scheduler_id = $1 AND buildset_id = ANY($2)",
+                        &[&scheduler_id, &handled],
+                    )
+                    .await?;
                 }
                 Ok(created)
             })
