@@ -110,11 +110,6 @@ impl Master {
         self.listener.local_addr()
     }
 
-    /// The store, for tests and tools that embed a master.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Runs until `shutdown` resolves (or a fatal error), then shuts down
     /// gracefully: HTTP stops accepting, the heartbeat stops, the master row
     /// is marked inactive, the pool closes and the embedded database stops.

@@ -436,8 +436,13 @@ impl Store {
         reason: &str,
         budget: Budget,
     ) -> Result<CancelOutcome, StoreError> {
+        // Set once an attempt has cancelled a pending request: if its COMMIT
+        // was cut off and the retry finds the request cancelled, that was
+        // this call's doing, not an earlier one's.
+        let cancelled_by_us = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         self.unit("build_request_cancel", budget, |tx| {
             let reason = reason.to_owned();
+            let cancelled_by_us = cancelled_by_us.clone();
             Box::pin(async move {
                 let row = tx
                     .query_opt(
@@ -448,7 +453,11 @@ impl Store {
                 let Some(row) = row else { return Ok(CancelOutcome::NotFound) };
                 let state: String = row.get(0);
                 match state.as_str() {
+                    "cancelled" if cancelled_by_us.load(std::sync::atomic::Ordering::SeqCst) => {
+                        Ok(CancelOutcome::Cancelled)
+                    }
                     "pending" => {
+                        cancelled_by_us.store(true, std::sync::atomic::Ordering::SeqCst);
                         tx.execute(
                             "UPDATE buildmaster_private.build_requests
                                 SET state = 'cancelled', completed_at = now(), results = 6 WHERE id = $1",
