@@ -108,23 +108,9 @@ impl EmbeddedDb {
     ///
     /// Fails when the server cannot be reached or refuses.
     pub async fn ensure_database(&self) -> anyhow::Result<()> {
-        let (client, connection) =
-            tokio_postgres::connect(&self.admin_url(), tokio_postgres::NoTls)
-                .await
-                .context("connecting to the embedded PostgreSQL")?;
-        let task = tokio::spawn(connection);
-        let exists = client
-            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DATABASE])
-            .await?
-            .is_some();
-        if !exists {
-            client
-                .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
-                .await
-                .context("creating the embedded database")?;
-        }
-        drop(client);
-        let _ = task.await;
+        crate::store::admin::database_create_if_missing(&self.admin_url(), DATABASE)
+            .await
+            .context("preparing the embedded database")?;
         Ok(())
     }
 

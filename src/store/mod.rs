@@ -12,6 +12,7 @@
 //! Submodules are named for the tables they own; functions are named table
 //! first (`master_heartbeat`, `change_insert`).
 
+pub mod admin;
 pub mod builds;
 pub mod buildsets;
 pub mod changes;

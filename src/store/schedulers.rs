@@ -71,17 +71,31 @@ impl Timer {
     }
 }
 
+/// A scheduler's row, locked for one step.
+struct Locked {
+    next_run_at: Option<DateTime<Utc>>,
+    /// The database's clock.
+    now: DateTime<Utc>,
+    enabled: bool,
+}
+
 /// Locks the scheduler's row; `None` when another master holds it.
 async fn lock_scheduler(
     tx: &Tx<'_>,
     scheduler_id: i64,
-) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
-    tx.query_opt(
-        "SELECT last_change_id, next_run_at, now(), enabled FROM buildmaster_private.schedulers
-          WHERE id = $1 FOR UPDATE SKIP LOCKED",
-        &[&scheduler_id],
-    )
-    .await
+) -> Result<Option<Locked>, tokio_postgres::Error> {
+    let row = tx
+        .query_opt(
+            "SELECT next_run_at, now(), enabled FROM buildmaster_private.schedulers
+              WHERE id = $1 FOR UPDATE SKIP LOCKED",
+            &[&scheduler_id],
+        )
+        .await?;
+    Ok(row.map(|row| Locked {
+        next_run_at: row.get(0),
+        now: row.get(1),
+        enabled: row.get(2),
+    }))
 }
 
 impl Store {
@@ -101,10 +115,10 @@ impl Store {
         self.unit("scheduler_changes_step", budget, |tx| {
             let (name, filter, builders) = (name.to_owned(), filter.clone(), builders.to_vec());
             Box::pin(async move {
-                let Some(row) = lock_scheduler(tx, scheduler_id).await? else {
+                let Some(locked) = lock_scheduler(tx, scheduler_id).await? else {
                     return Ok(Vec::new());
                 };
-                if !row.get::<_, bool>(3) {
+                if !locked.enabled {
                     return Ok(Vec::new());
                 }
                 // Classify what arrived in the inbox: keep what the filter
@@ -145,15 +159,6 @@ impl Store {
                         "DELETE FROM buildmaster_private.scheduler_changes
                           WHERE scheduler_id = $1 AND change_id = ANY($2)",
                         &[&scheduler_id, &rejected],
-                    )
-                    .await?;
-                }
-                if let Some(newest) = arrived.iter().map(|r| r.get::<_, i64>(0)).max() {
-                    // For information only: the inbox is what counts.
-                    tx.execute(
-                        "UPDATE buildmaster_private.schedulers SET last_change_id = greatest(last_change_id, $2)
-                          WHERE id = $1",
-                        &[&scheduler_id, &newest],
                     )
                     .await?;
                 }
@@ -237,12 +242,14 @@ impl Store {
                 builders.to_vec(),
             );
             Box::pin(async move {
-                let Some(row) = lock_scheduler(tx, scheduler_id).await? else {
+                let Some(Locked {
+                    next_run_at,
+                    now,
+                    enabled,
+                }) = lock_scheduler(tx, scheduler_id).await?
+                else {
                     return Ok(None);
                 };
-                let next_run_at: Option<DateTime<Utc>> = row.get(1);
-                let now: DateTime<Utc> = row.get(2);
-                let enabled: bool = row.get(3);
                 let set_next = |next: Option<DateTime<Utc>>| async move {
                     tx.execute(
                         "UPDATE buildmaster_private.schedulers SET next_run_at = $2 WHERE id = $1",
@@ -307,10 +314,10 @@ impl Store {
         self.unit("scheduler_dependent_step", budget, |tx| {
             let (name, builders) = (name.to_owned(), builders.to_vec());
             Box::pin(async move {
-                let Some(row) = lock_scheduler(tx, scheduler_id).await? else {
+                let Some(locked) = lock_scheduler(tx, scheduler_id).await? else {
                     return Ok(Vec::new());
                 };
-                let enabled: bool = row.get(3);
+                let enabled = locked.enabled;
                 let upstream = tx
                     .query(
                         "SELECT su.buildset_id, ss.repository, ss.project, ss.branch, ss.revision

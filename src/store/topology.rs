@@ -95,12 +95,12 @@ impl Store {
 
                 for scheduler in &schedulers {
                     let config = serde_json::to_value(scheduler).unwrap_or_default();
-                    // A scheduler whose kind changed starts over: its old
-                    // clock and pending changes meant something else.
+                    // A scheduler whose kind or settings changed starts its
+                    // clock over: its old next run meant something else.
                     let row = tx
                         .query_one(
-                            "INSERT INTO buildmaster_private.schedulers (name, kind, config, configured, last_change_id)
-                             VALUES ($1, $2, $3, true, coalesce((SELECT max(id) FROM buildmaster_private.changes), 0))
+                            "INSERT INTO buildmaster_private.schedulers (name, kind, config, configured)
+                             VALUES ($1, $2, $3, true)
                              ON CONFLICT (name) DO UPDATE
                                 SET config = EXCLUDED.config, configured = true, updated_at = now(),
                                     next_run_at = CASE WHEN schedulers.kind = EXCLUDED.kind
