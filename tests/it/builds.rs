@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use buildmaster::pgserver::StopMode;
 use serde_json::json;
 
-use crate::support::{DedicatedServer, TestDb, TestMaster, UpProcess, connect, count, eventually};
+use crate::support::{
+    DedicatedServer, TestDb, TestMaster, UpProcess, connect, count, eventually, force_config,
+};
 
 async fn force(base: &str, builder: &str, body: serde_json::Value) -> serde_json::Value {
     let response = reqwest::Client::new()
@@ -331,21 +333,8 @@ builders = ["slow"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_request_can_be_cancelled_and_is_never_built() {
     let db = TestDb::new().await;
-    let config = r#"
-[[workers]]
-name = "local"
-max_builds = 1
-[[builders]]
-name = "slow"
-workers = ["local"]
-[[builders.steps]]
-name = "wait"
-command = "sleep 2"
-[[schedulers]]
-name = "force"
-kind = "force"
-builders = ["slow"]
-"#;
+    let config = force_config("slow", "wait", "sleep 2", 1);
+    let config = config.as_str();
     let master = TestMaster::start_with(&db.url, config, |_| {}).await;
     force(&master.base, "slow", json!({})).await;
     let second = force(&master.base, "slow", json!({})).await;
@@ -383,20 +372,13 @@ builders = ["slow"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_keeps_running_through_a_ten_second_database_outage_and_loses_no_line() {
     let server = DedicatedServer::start().await;
-    let config = r#"
-[[workers]]
-name = "local"
-[[builders]]
-name = "chatty"
-workers = ["local"]
-[[builders.steps]]
-name = "print"
-command = "i=1; while [ $i -le 400 ]; do echo line-$i; i=$((i+1)); sleep 0.05; done"
-[[schedulers]]
-name = "force"
-kind = "force"
-builders = ["chatty"]
-"#;
+    let config = force_config(
+        "chatty",
+        "print",
+        "i=1; while [ $i -le 400 ]; do echo line-$i; i=$((i+1)); sleep 0.05; done",
+        1,
+    );
+    let config = config.as_str();
     let master = TestMaster::start_with(server.url(), config, |_| {}).await;
     force(&master.base, "chatty", json!({})).await;
     eventually(
@@ -516,20 +498,8 @@ builders = ["slow"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_shutdown_returns_running_builds_to_the_queue_as_retry() {
     let db = TestDb::new().await;
-    let config = r#"
-[[workers]]
-name = "local"
-[[builders]]
-name = "slow"
-workers = ["local"]
-[[builders.steps]]
-name = "wait"
-command = "sleep 43.25"
-[[schedulers]]
-name = "force"
-kind = "force"
-builders = ["slow"]
-"#;
+    let config = force_config("slow", "wait", "sleep 43.25", 1);
+    let config = config.as_str();
     let master = UpProcess::start(&db.url, config).await;
     force(&master.url(""), "slow", json!({})).await;
     eventually("the build to start", Duration::from_secs(10), || async {

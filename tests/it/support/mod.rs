@@ -632,3 +632,15 @@ impl Drop for UpProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A build configuration with one local worker running `max_builds` builds,
+/// one builder of one step (`command` run by `sh -c`), and a force
+/// scheduler for it.
+pub fn force_config(builder: &str, step: &str, command: &str, max_builds: u32) -> String {
+    format!(
+        "[[workers]]\nname = \"local\"\nmax_builds = {max_builds}\n\
+         [[builders]]\nname = \"{builder}\"\nworkers = [\"local\"]\n\
+         [[builders.steps]]\nname = \"{step}\"\ncommand = {command:?}\n\
+         [[schedulers]]\nname = \"force\"\nkind = \"force\"\nbuilders = [\"{builder}\"]\n"
+    )
+}
